@@ -1,0 +1,243 @@
+//! Tasks: a spawned future, its run state and its join handle.
+//!
+//! A task is an `Arc` holding the future; its [`Waker`] is the same `Arc` (through
+//! `alloc::task::Wake`), so waking needs no allocation and no `unsafe`.
+//!
+//! ```text
+//! IDLE ──wake──▶ SCHEDULED ──run──▶ RUNNING ──Pending──▶ IDLE
+//!                    ▲                 │ wake                
+//!                    │                 ▼                     
+//!                    └──Pending── NOTIFIED          RUNNING ──Ready──▶ COMPLETE
+//! ```
+//! A task is in at most one run queue at a time, and only the worker that moved it to
+//! `RUNNING` polls it, so several workers can share queues later without a second runner.
+
+use alloc::boxed::Box;
+use alloc::sync::{Arc, Weak};
+use alloc::task::Wake;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
+use super::Shared;
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+
+/// Not queued, not running.
+const IDLE: usize = 0;
+/// In a run queue.
+const SCHEDULED: usize = 1;
+/// Being polled.
+const RUNNING: usize = 2;
+/// Being polled, and woken meanwhile: requeue after the poll.
+const NOTIFIED: usize = 3;
+/// The future finished; wakes are ignored.
+const COMPLETE: usize = 4;
+
+/// A runnable unit of work in a run queue.
+pub(crate) trait Runnable: Send + Sync {
+    /// Polls the task once. Called only by the worker that popped it from a run queue.
+    fn run(self: Arc<Self>);
+}
+
+enum Stage<F: Future> {
+    Running(Pin<Box<F>>),
+    Finished(F::Output),
+    Taken,
+}
+
+struct Core<F: Future> {
+    stage: Stage<F>,
+    /// The task awaiting this one's [`JoinHandle`].
+    join_waker: Option<Waker>,
+}
+
+pub(crate) struct Task<F: Future> {
+    state: AtomicUsize,
+    shared: Weak<Shared>,
+    core: Mutex<Core<F>>,
+}
+
+impl<F> Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    pub(crate) fn new(future: F, shared: Weak<Shared>) -> Arc<Self> {
+        Arc::new(Task {
+            state: AtomicUsize::new(SCHEDULED),
+            shared,
+            core: Mutex::new(Core {
+                stage: Stage::Running(Box::pin(future)),
+                join_waker: None,
+            }),
+        })
+    }
+
+    fn schedule(self: Arc<Self>) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.push_task(self);
+        }
+        // The scheduler is gone: the task can never run again; dropping it frees it.
+    }
+}
+
+impl<F> Wake for Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn wake(self: Arc<Self>) {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match s {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            // AcqRel: pairs with the runner's CAS out of RUNNING, so a wake during a poll is
+            // either seen as NOTIFIED by the runner or finds IDLE and queues the task.
+            match self
+                .state
+                .compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => s = actual,
+            }
+        }
+        if s == IDLE {
+            self.schedule();
+        }
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.clone().wake();
+    }
+}
+
+impl<F> Runnable for Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn run(self: Arc<Self>) {
+        // Acquire: pairs with the waker's AcqRel CAS that queued us.
+        if self
+            .state
+            .compare_exchange(SCHEDULED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        let join_waker = {
+            let mut core = self.core.lock();
+            let Stage::Running(fut) = &mut core.stage else {
+                unreachable!("task: RUNNING without a future");
+            };
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Pending => None,
+                Poll::Ready(out) => {
+                    core.stage = Stage::Finished(out);
+                    // Release: publishes the output to the join handle's Acquire load.
+                    self.state.store(COMPLETE, Ordering::Release);
+                    Some(core.join_waker.take())
+                }
+            }
+        };
+        if let Some(join) = join_waker {
+            // Woken outside the lock.
+            if let Some(w) = join {
+                w.wake();
+            }
+            return;
+        }
+        // AcqRel: pairs with `wake`'s CAS (see there).
+        match self
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {}
+            Err(NOTIFIED) => {
+                self.state.store(SCHEDULED, Ordering::Release);
+                self.schedule();
+            }
+            Err(s) => unreachable!("task: corrupt state after poll; state = {s}"),
+        }
+    }
+}
+
+/// Type-erased access to a task's output.
+trait JoinTarget<T>: Send + Sync {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<T>;
+    fn is_finished(&self) -> bool;
+}
+
+impl<F> JoinTarget<F::Output> for Task<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut core = self.core.lock();
+        match core::mem::replace(&mut core.stage, Stage::Taken) {
+            Stage::Finished(out) => Poll::Ready(out),
+            Stage::Taken => panic!("JoinHandle polled after completion"),
+            running => {
+                core.stage = running;
+                if !core
+                    .join_waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    core.join_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        // Acquire: pairs with the Release store of COMPLETE in `run`.
+        self.state.load(Ordering::Acquire) == COMPLETE
+    }
+}
+
+/// Awaits a spawned task's output. Dropping it detaches the task, which keeps running.
+///
+/// A task that panics takes the scheduler down with it (as a panicking goroutine does), so a
+/// join never observes a panic.
+pub struct JoinHandle<T> {
+    task: Arc<dyn JoinTarget<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new<F>(task: Arc<Task<F>>) -> Self
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        JoinHandle { task }
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.task.poll_join(cx)
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}

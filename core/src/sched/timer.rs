@@ -1,0 +1,101 @@
+//! The timer heap: sleeps and pollDesc deadlines (Go: the per-P timer heap).
+//!
+//! Cancellation is lazy. A superseded deadline timer stays in the heap and is ignored when it
+//! fires (its `seq` no longer matches, Go: `rseq`); a deadline moved *later* keeps its pending
+//! timer, which re-arms itself when it fires. So each pollDesc direction has O(1) live entries
+//! however often its deadline changes (spec §6 #40), and a dropped sleep's entry is freed when
+//! its time comes.
+
+use alloc::collections::BinaryHeap;
+use alloc::sync::Arc;
+use core::cmp::{Ordering as CmpOrdering, Reverse};
+use core::task::Waker;
+
+use crate::poll_desc::TimerArm;
+use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::time::Instant;
+
+/// The shared state of one `Sleep`.
+#[derive(Debug, Default)]
+pub(crate) struct SleepSlot {
+    pub(crate) fired: AtomicBool,
+    pub(crate) waker: Mutex<Option<Waker>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum TimerKind {
+    Sleep(Arc<SleepSlot>),
+    Deadline(TimerArm),
+}
+
+#[derive(Debug)]
+pub(crate) struct TimerEntry {
+    pub(crate) when: Instant,
+    /// Insertion order, so equal times fire first-in first-out.
+    pub(crate) order: u64,
+    pub(crate) kind: TimerKind,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.when, self.order) == (other.when, other.order)
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.when, self.order).cmp(&(other.when, other.order))
+    }
+}
+
+/// A min-heap of timers.
+#[derive(Debug, Default)]
+pub(crate) struct TimerHeap {
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+    next_order: u64,
+}
+
+impl TimerHeap {
+    /// Adds a timer; returns whether it is now the earliest.
+    pub(crate) fn push(&mut self, when: Instant, kind: TimerKind) -> bool {
+        let order = self.next_order;
+        self.next_order += 1;
+        let earliest = self.heap.peek().is_none_or(|Reverse(e)| when < e.when);
+        self.heap.push(Reverse(TimerEntry { when, order, kind }));
+        earliest
+    }
+
+    /// The earliest pending timer's time.
+    pub(crate) fn next_when(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(e)| e.when)
+    }
+
+    /// Removes and returns the earliest timer if it is due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<TimerEntry> {
+        if self.next_when()? <= now {
+            self.heap.pop().map(|Reverse(e)| e)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+impl SleepSlot {
+    /// Marks the sleep fired and returns its waker, to be woken outside the heap lock.
+    pub(crate) fn fire(&self) -> Option<Waker> {
+        // Release: publishes "fired" to the Acquire load in `Sleep::poll`; taking the waker under
+        // the slot lock after the store means a concurrent poll either sees `fired` or has
+        // stored a waker that we take.
+        self.fired.store(true, Ordering::Release);
+        self.waker.lock().take()
+    }
+}
