@@ -1,0 +1,98 @@
+//! The socket-backend contract: what `hosted` (kernel sockets) and `drivers` (smoltcp)
+//! implement so that the loops in [`crate::tcp`] run unchanged on both.
+//!
+//! A backend owns sockets and does non-blocking I/O on them; it never waits. Waiting is the
+//! core's job: the stack registers each socket under its pollDesc's [`Key`], and the backend's
+//! readiness source reports edges for that key. Every method is a non-blocking attempt that
+//! returns [`TryError::WouldBlock`] when it cannot make progress now; after such a result the
+//! backend must report an edge for the key when progress becomes possible (the
+//! edge-triggered contract in `netpoll_core::source`).
+//!
+//! # Sockets and their lifetime
+//!
+//! The stack creates a socket, [`SocketBackend::register`]s it, uses it, and finally calls
+//! [`SocketBackend::deregister`] and then [`SocketBackend::close`] exactly once, after every
+//! operation on it returned (Go: `pd.close()` before `CloseFunc(Sysfd)`). A socket's `Drop`
+//! must not release the OS resource a second time.
+
+use core::net::SocketAddr;
+
+use netpoll_core::{Handle, Key};
+
+use crate::error::{ErrorKind, TryError};
+
+/// Which half of a connection to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// No more reads (Go: `CloseRead`).
+    Read,
+    /// No more writes; the peer reads EOF (Go: `CloseWrite`).
+    Write,
+}
+
+/// A provider of non-blocking TCP sockets, plus the scheduler they are polled by.
+///
+/// Cloning must be cheap (an `Arc`); clones share the same sockets and scheduler.
+pub trait SocketBackend: Clone + Send + Sync + 'static {
+    /// One socket: a listener or a stream.
+    type Socket: Send + Sync + 'static;
+
+    /// The scheduler whose pollDescs this backend's readiness source feeds.
+    fn handle(&self) -> &Handle;
+
+    /// Creates a socket bound to `addr`, listening with an accept queue of `backlog`
+    /// connections. Port 0 picks a free port.
+    fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<Self::Socket, ErrorKind>;
+
+    /// Creates an unconnected stream socket able to reach `remote`.
+    fn stream(&self, remote: SocketAddr) -> Result<Self::Socket, ErrorKind>;
+
+    /// Arms edge-triggered readiness for `socket` under `key` (Go: `netpollopen`).
+    fn register(&self, socket: &Self::Socket, key: Key) -> Result<(), ErrorKind>;
+
+    /// Stops readiness reports for `socket` (Go: `netpollclose`). Stale events may still
+    /// arrive; the key's generation makes them harmless.
+    fn deregister(&self, socket: &Self::Socket);
+
+    /// Takes one established connection off the accept queue, unregistered.
+    ///
+    /// A connection reset while queued may be reported as
+    /// `Failed(ErrorKind::ConnectionAborted)`; the stack then tries the next one.
+    fn try_accept(&self, listener: &Self::Socket) -> Result<(Self::Socket, SocketAddr), TryError>;
+
+    /// Starts connecting to `addr`. `WouldBlock`: in progress; a write edge follows when it
+    /// finishes either way.
+    fn start_connect(&self, socket: &Self::Socket, addr: SocketAddr) -> Result<(), TryError>;
+
+    /// Whether a started connect finished: `Ok` connected, `WouldBlock` still in progress (the
+    /// wake-up was spurious), `Failed` refused or unreachable.
+    fn finish_connect(&self, socket: &Self::Socket) -> Result<(), TryError>;
+
+    /// Reads into `buf` (non-empty). `Ok(0)` is end of stream.
+    fn try_read(&self, socket: &Self::Socket, buf: &mut [u8]) -> Result<usize, TryError>;
+
+    /// Writes from `buf` (non-empty); returns how much the stack accepted. A userspace stack
+    /// must transmit or wake its poller before returning (DESIGN.md rule 5).
+    fn try_write(&self, socket: &Self::Socket, buf: &[u8]) -> Result<usize, TryError>;
+
+    /// Shuts down one direction. The backend must raise the edges that wake a task blocked in
+    /// that direction.
+    fn shutdown(&self, socket: &Self::Socket, how: Shutdown) -> Result<(), ErrorKind>;
+
+    /// The local address.
+    fn local_addr(&self, socket: &Self::Socket) -> Result<SocketAddr, ErrorKind>;
+
+    /// The peer's address.
+    fn peer_addr(&self, socket: &Self::Socket) -> Result<SocketAddr, ErrorKind>;
+
+    /// Enables or disables Nagle's algorithm's opposite (`TCP_NODELAY`).
+    fn set_nodelay(&self, socket: &Self::Socket, nodelay: bool) -> Result<(), ErrorKind>;
+
+    /// Whether `TCP_NODELAY` is on.
+    fn nodelay(&self, socket: &Self::Socket) -> Result<bool, ErrorKind>;
+
+    /// Releases the socket (called once, after [`SocketBackend::deregister`]). `abort` sends a
+    /// reset instead of a FIN (Go: `SetLinger(0)` + `Close`). A listener's port is free again
+    /// when this returns.
+    fn close(&self, socket: &Self::Socket, abort: bool);
+}

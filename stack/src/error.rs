@@ -1,0 +1,251 @@
+//! Errors, shaped like Go's `*net.OpError`: the operation that failed plus why.
+//!
+//! Three outcomes Go keeps apart stay apart here (spec §3.5): a local close is
+//! [`ErrorKind::Closed`] ("use of closed network connection"), a peer's FIN is `Ok(0)` from
+//! `read`, a peer's reset is [`ErrorKind::ConnectionReset`]. The strings are frozen (Go #4373,
+//! #19252).
+
+use core::fmt;
+
+use netpoll_core::PollError;
+
+/// The operation that failed (Go: `OpError.Op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Binding or listening.
+    Listen,
+    /// Accepting a connection.
+    Accept,
+    /// Connecting (Go: `dial`).
+    Connect,
+    /// Reading.
+    Read,
+    /// Writing.
+    Write,
+    /// Closing.
+    Close,
+    /// Shutting down one direction.
+    Shutdown,
+    /// Setting a deadline or option (Go: `set`).
+    Set,
+    /// Querying an address or option (Go: `get`).
+    Get,
+}
+
+impl Op {
+    /// Go's spelling of the operation.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::Listen => "listen",
+            Op::Accept => "accept",
+            Op::Connect => "dial",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Close => "close",
+            Op::Shutdown => "shutdown",
+            Op::Set => "set",
+            Op::Get => "get",
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The socket was closed locally (Go: `net.ErrClosed`).
+    Closed,
+    /// The deadline passed (Go: `os.ErrDeadlineExceeded`).
+    TimedOut,
+    /// The readiness source reported an error-only event (Go: `ErrNotPollable`).
+    NotPollable,
+    /// The peer reset the connection (RST; Go: `ECONNRESET`). Not EOF, not temporary.
+    ConnectionReset,
+    /// Nobody listens at the address (Go: `ECONNREFUSED`).
+    ConnectionRefused,
+    /// The connection was aborted (Go: `ECONNABORTED`).
+    ConnectionAborted,
+    /// Writing after our own or the peer's shutdown (Go: `EPIPE`).
+    BrokenPipe,
+    /// The socket is not connected (Go: `ENOTCONN`).
+    NotConnected,
+    /// The local address is taken (Go: `EADDRINUSE`).
+    AddrInUse,
+    /// The local address is not ours (Go: `EADDRNOTAVAIL`).
+    AddrNotAvailable,
+    /// No route to the host (Go: `EHOSTUNREACH`).
+    HostUnreachable,
+    /// The network is unreachable (Go: `ENETUNREACH`).
+    NetworkUnreachable,
+    /// An argument was invalid (Go: `EINVAL`).
+    InvalidInput,
+    /// Out of sockets, buffers, ports or descriptors (Go: `EMFILE`, `ENOBUFS`, ...).
+    OutOfResources,
+    /// The backend cannot do this.
+    Unsupported,
+    /// Any other OS error, by errno.
+    Os(i32),
+}
+
+impl ErrorKind {
+    /// Go's message for this error.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorKind::Closed => "use of closed network connection",
+            ErrorKind::TimedOut => "i/o timeout",
+            ErrorKind::NotPollable => "not pollable",
+            ErrorKind::ConnectionReset => "connection reset by peer",
+            ErrorKind::ConnectionRefused => "connection refused",
+            ErrorKind::ConnectionAborted => "software caused connection abort",
+            ErrorKind::BrokenPipe => "broken pipe",
+            ErrorKind::NotConnected => "transport endpoint is not connected",
+            ErrorKind::AddrInUse => "address already in use",
+            ErrorKind::AddrNotAvailable => "cannot assign requested address",
+            ErrorKind::HostUnreachable => "no route to host",
+            ErrorKind::NetworkUnreachable => "network is unreachable",
+            ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::OutOfResources => "no buffer space available",
+            ErrorKind::Unsupported => "operation not supported",
+            ErrorKind::Os(_) => "os error",
+        }
+    }
+}
+
+impl From<PollError> for ErrorKind {
+    /// Go: `convertErr` in `internal/poll/fd_poll_runtime.go`.
+    fn from(e: PollError) -> Self {
+        match e {
+            PollError::Closing => ErrorKind::Closed,
+            PollError::TimedOut => ErrorKind::TimedOut,
+            PollError::NotPollable => ErrorKind::NotPollable,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Os(errno) => write!(f, "os error {errno}"),
+            k => f.write_str(k.message()),
+        }
+    }
+}
+
+/// A failed operation: Go's `*net.OpError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    op: Op,
+    kind: ErrorKind,
+    transferred: usize,
+}
+
+impl Error {
+    /// An error of `kind` from operation `op`.
+    pub const fn new(op: Op, kind: ErrorKind) -> Self {
+        Error {
+            op,
+            kind,
+            transferred: 0,
+        }
+    }
+
+    pub(crate) const fn with_transferred(mut self, n: usize) -> Self {
+        self.transferred = n;
+        self
+    }
+
+    /// The operation that failed.
+    pub const fn op(&self) -> Op {
+        self.op
+    }
+
+    /// Why it failed.
+    pub const fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Bytes the operation moved before it failed: for `write_all`, what the stack accepted
+    /// (Go: the `nn` that `Write` returns with its error, D10). Zero for other operations.
+    pub const fn transferred(&self) -> usize {
+        self.transferred
+    }
+
+    /// Whether this is a deadline expiry (Go: `Timeout()`, `errors.Is(err,
+    /// os.ErrDeadlineExceeded)`).
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::TimedOut
+    }
+
+    /// Go's `Temporary()`: true only for a deadline expiry. A reset is not temporary (Go #24808).
+    pub fn is_temporary(&self) -> bool {
+        self.kind == ErrorKind::TimedOut
+    }
+
+    /// Whether the socket was closed locally (Go: `errors.Is(err, net.ErrClosed)`).
+    pub fn is_closed(&self) -> bool {
+        self.kind == ErrorKind::Closed
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} tcp: {}", self.op.as_str(), self.kind)
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// The outcome of a non-blocking attempt (`try_*`): in the blocking API `WouldBlock` is never
+/// an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryError {
+    /// Nothing can be done now; wait for readiness and retry (Go: `EAGAIN`).
+    WouldBlock,
+    /// The attempt failed.
+    Failed(ErrorKind),
+}
+
+impl From<ErrorKind> for TryError {
+    fn from(k: ErrorKind) -> Self {
+        TryError::Failed(k)
+    }
+}
+
+impl fmt::Display for TryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryError::WouldBlock => f.write_str("operation would block"),
+            TryError::Failed(k) => k.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for TryError {}
+
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match e.kind {
+            ErrorKind::Closed => K::NotConnected,
+            ErrorKind::TimedOut => K::TimedOut,
+            ErrorKind::ConnectionReset => K::ConnectionReset,
+            ErrorKind::ConnectionRefused => K::ConnectionRefused,
+            ErrorKind::ConnectionAborted => K::ConnectionAborted,
+            ErrorKind::BrokenPipe => K::BrokenPipe,
+            ErrorKind::NotConnected => K::NotConnected,
+            ErrorKind::AddrInUse => K::AddrInUse,
+            ErrorKind::AddrNotAvailable => K::AddrNotAvailable,
+            ErrorKind::HostUnreachable => K::HostUnreachable,
+            ErrorKind::NetworkUnreachable => K::NetworkUnreachable,
+            ErrorKind::InvalidInput => K::InvalidInput,
+            ErrorKind::OutOfResources => K::OutOfMemory,
+            ErrorKind::Unsupported => K::Unsupported,
+            ErrorKind::NotPollable | ErrorKind::Os(_) => K::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}

@@ -1,0 +1,206 @@
+//! One socket plus its pollDesc and its operation lock. Go: `internal/poll.FD` with `fdMutex`.
+//!
+//! Reads (and accepts) hold the read lock, writes (and connects) the write lock, for the whole
+//! operation including the time parked in the core. So at most one task per direction ever
+//! waits on the pollDesc (Go I5), while one task may read as another writes. Other operations
+//! take a plain reference. `close` marks the fd closed, releases every task queued on the
+//! locks, evicts the pollDesc, and completes only after the last reference is gone and the
+//! socket has really been released (Go: `increfAndClose`, `evict`, `csema`).
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::{poll_fn, Future};
+use core::task::{Poll, Waker};
+
+use netpoll_core::{Direction, PollDesc};
+
+use crate::backend::SocketBackend;
+use crate::error::ErrorKind;
+
+#[derive(Debug, Default)]
+struct FdState {
+    /// Go: `mutexClosed`.
+    closed: bool,
+    /// The socket has been released (Go: `destroy` ran).
+    destroyed: bool,
+    /// Send a reset on release.
+    abort: bool,
+    /// Go: the reference count (`mutexRef`).
+    refs: u32,
+    /// Go: `mutexRLock`, `mutexWLock`.
+    locked: [bool; 2],
+    /// Tasks queued on each lock (Go: `rsema`, `wsema`).
+    queued: [Vec<Waker>; 2],
+    /// Tasks in `close` waiting for the release (Go: `csema`).
+    closers: Vec<Waker>,
+}
+
+fn push_waker(list: &mut Vec<Waker>, w: &Waker) {
+    if !list.iter().any(|q| q.will_wake(w)) {
+        list.push(w.clone());
+    }
+}
+
+pub(crate) struct Fd<B: SocketBackend> {
+    pub(crate) backend: B,
+    pub(crate) pd: Arc<PollDesc>,
+    pub(crate) socket: B::Socket,
+    state: spin::Mutex<FdState>,
+}
+
+/// A held reference (and lock, if `dir` is set). Releases on drop; the last release after a
+/// close destroys the socket.
+pub(crate) struct FdGuard<'a, B: SocketBackend> {
+    fd: &'a Fd<B>,
+    dir: Option<Direction>,
+}
+
+impl<B: SocketBackend> Fd<B> {
+    /// Opens a pollDesc for `socket` and registers it (Go: `FD.Init` → `pd.Init`).
+    /// On failure the socket is closed.
+    pub(crate) fn new(backend: &B, socket: B::Socket) -> Result<Arc<Self>, ErrorKind> {
+        let handle = backend.handle();
+        let pd = handle.open();
+        if let Err(e) = backend.register(&socket, pd.key()) {
+            handle.evict(&pd);
+            handle.free(&pd);
+            backend.close(&socket, false);
+            return Err(e);
+        }
+        Ok(Arc::new(Fd {
+            backend: backend.clone(),
+            pd,
+            socket,
+            state: spin::Mutex::new(FdState::default()),
+        }))
+    }
+
+    /// Takes a reference (Go: `incref`): fails once closed.
+    pub(crate) fn incref(&self) -> Result<FdGuard<'_, B>, ErrorKind> {
+        let mut s = self.state.lock();
+        if s.closed {
+            return Err(ErrorKind::Closed);
+        }
+        s.refs += 1;
+        Ok(FdGuard {
+            fd: self,
+            dir: None,
+        })
+    }
+
+    /// Takes the lock of `dir` plus a reference (Go: `rwlock`), queueing behind the current
+    /// holder. Fails with `Closed` if the fd is or becomes closed while queued.
+    pub(crate) fn lock(
+        &self,
+        dir: Direction,
+    ) -> impl Future<Output = Result<FdGuard<'_, B>, ErrorKind>> + '_ {
+        let i = dir as usize;
+        poll_fn(move |cx| {
+            let mut s = self.state.lock();
+            if s.closed {
+                return Poll::Ready(Err(ErrorKind::Closed));
+            }
+            if !s.locked[i] {
+                s.locked[i] = true;
+                s.refs += 1;
+                return Poll::Ready(Ok(FdGuard {
+                    fd: self,
+                    dir: Some(dir),
+                }));
+            }
+            push_waker(&mut s.queued[i], cx.waker());
+            Poll::Pending
+        })
+    }
+
+    /// Go: `FD.Close`. Closes for every holder of this fd; completes once the socket is released.
+    pub(crate) async fn close(&self, abort: bool) -> Result<(), ErrorKind> {
+        let released = {
+            let mut s = self.state.lock();
+            if s.closed {
+                return Err(ErrorKind::Closed);
+            }
+            s.closed = true;
+            s.abort = abort;
+            s.refs += 1;
+            let [r, w] = core::mem::take(&mut s.queued);
+            (r, w)
+        };
+        // Go: increfAndClose releases every queued waiter; they see `closed`.
+        for w in released.0.into_iter().chain(released.1) {
+            w.wake();
+        }
+        // Go: `pd.evict()`: parked reader and writer wake with `Closing`.
+        self.backend.handle().evict(&self.pd);
+        drop(FdGuard {
+            fd: self,
+            dir: None,
+        });
+        poll_fn(|cx| {
+            let mut s = self.state.lock();
+            if s.destroyed {
+                Poll::Ready(())
+            } else {
+                push_waker(&mut s.closers, cx.waker());
+                Poll::Pending
+            }
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Go: `FD.destroy`: deregister and free the pollDesc before releasing the socket.
+    fn destroy(&self, abort: bool) {
+        self.backend.deregister(&self.socket);
+        self.backend.handle().free(&self.pd);
+        self.backend.close(&self.socket, abort);
+    }
+}
+
+impl<B: SocketBackend> Drop for FdGuard<'_, B> {
+    fn drop(&mut self) {
+        let (queued, closers, destroy) = {
+            let mut s = self.fd.state.lock();
+            let queued = match self.dir {
+                Some(d) => {
+                    s.locked[d as usize] = false;
+                    core::mem::take(&mut s.queued[d as usize])
+                }
+                None => Vec::new(),
+            };
+            s.refs -= 1;
+            let destroy = s.closed && s.refs == 0 && !s.destroyed;
+            let mut closers = Vec::new();
+            if destroy {
+                s.destroyed = true;
+                closers = core::mem::take(&mut s.closers);
+            }
+            (queued, closers, destroy.then_some(s.abort))
+        };
+        for w in queued {
+            w.wake();
+        }
+        if let Some(abort) = destroy {
+            self.fd.destroy(abort);
+        }
+        for w in closers {
+            w.wake();
+        }
+    }
+}
+
+impl<B: SocketBackend> Drop for Fd<B> {
+    /// The last handle went away without `close`: close now. No operation can be in flight,
+    /// since each borrows the fd.
+    fn drop(&mut self) {
+        let s = self.state.get_mut();
+        if s.destroyed {
+            return;
+        }
+        if !s.closed {
+            self.backend.handle().evict(&self.pd);
+        }
+        let abort = s.abort;
+        self.destroy(abort);
+    }
+}

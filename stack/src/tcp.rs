@@ -1,0 +1,355 @@
+//! TCP listeners and streams with Go's semantics (Go: `net.TCPListener`, `net.TCPConn`, and
+//! the loops of `internal/poll/fd_unix.go`, written once here for every backend).
+//!
+//! Every blocking operation is: take the direction's lock, `prepare` the pollDesc (a closed
+//! or expired descriptor fails before any I/O, D1), try the backend, and on `WouldBlock` wait
+//! on the pollDesc and retry. A wake-up is only a hint to retry (I8).
+
+use alloc::sync::Arc;
+use core::fmt;
+use core::net::SocketAddr;
+
+use netpoll_core::{Direction, Handle, Instant};
+
+use crate::backend::{Shutdown, SocketBackend};
+use crate::error::{Error, ErrorKind, Op, TryError};
+use crate::fd::Fd;
+
+/// Go's default listen backlog when the OS value is unknown (`maxListenerBacklog`).
+pub const DEFAULT_BACKLOG: u32 = 128;
+
+/// Waits on the pollDesc after `WouldBlock`, mapping a poll error for `op`.
+async fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction, op: Op) -> Result<(), Error> {
+    fd.backend
+        .handle()
+        .wait(&fd.pd, dir)
+        .await
+        .map_err(|e| Error::new(op, e.into()))
+}
+
+fn set_deadline<B: SocketBackend>(
+    fd: &Fd<B>,
+    dirs: &[Direction],
+    deadline: Option<Instant>,
+) -> Result<(), Error> {
+    // Go: `incref` first, so a closed fd reports closed (spec §6 #46).
+    let _ref = fd.incref().map_err(|k| Error::new(Op::Set, k))?;
+    fd.backend.handle().set_deadline(&fd.pd, dirs, deadline);
+    Ok(())
+}
+
+/// A listening TCP socket. Go: `net.TCPListener`.
+///
+/// Clones share the socket: closing one closes all (as Go's `*TCPListener` shared between
+/// goroutines). The socket is released when `close` completes or the last clone drops.
+pub struct TcpListener<B: SocketBackend> {
+    fd: Arc<Fd<B>>,
+}
+
+impl<B: SocketBackend> Clone for TcpListener<B> {
+    fn clone(&self) -> Self {
+        TcpListener {
+            fd: self.fd.clone(),
+        }
+    }
+}
+
+impl<B: SocketBackend> fmt::Debug for TcpListener<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("key", &self.fd.pd.key())
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl<B: SocketBackend> TcpListener<B> {
+    /// Listens on `addr` with the default backlog ([`DEFAULT_BACKLOG`]).
+    pub fn bind(backend: &B, addr: SocketAddr) -> Result<Self, Error> {
+        Self::bind_with_backlog(backend, addr, DEFAULT_BACKLOG)
+    }
+
+    /// Listens on `addr` with an accept queue of `backlog` connections.
+    pub fn bind_with_backlog(backend: &B, addr: SocketAddr, backlog: u32) -> Result<Self, Error> {
+        let err = |k| Error::new(Op::Listen, k);
+        let socket = backend.listen(addr, backlog.max(1)).map_err(err)?;
+        let fd = Fd::new(backend, socket).map_err(err)?;
+        Ok(TcpListener { fd })
+    }
+
+    /// Waits for a connection. Go: `poll.FD.Accept`.
+    ///
+    /// Connections aborted before they were accepted are skipped silently (Go #6163).
+    pub async fn accept(&self) -> Result<(TcpStream<B>, SocketAddr), Error> {
+        let err = |k| Error::new(Op::Accept, k);
+        let fd = &*self.fd;
+        let _lock = fd.lock(Direction::Read).await.map_err(err)?;
+        fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
+        loop {
+            match fd.backend.try_accept(&fd.socket) {
+                Ok((socket, peer)) => {
+                    let stream = Fd::new(&fd.backend, socket).map_err(err)?;
+                    return Ok((TcpStream { fd: stream }, peer));
+                }
+                Err(TryError::WouldBlock) => wait(fd, Direction::Read, Op::Accept).await?,
+                Err(TryError::Failed(ErrorKind::ConnectionAborted)) => continue,
+                Err(TryError::Failed(k)) => return Err(err(k)),
+            }
+        }
+    }
+
+    /// The bound address (with the real port if bound to port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
+        self.fd
+            .backend
+            .local_addr(&self.fd.socket)
+            .map_err(|k| Error::new(Op::Get, k))
+    }
+
+    /// Sets the deadline for `accept` (`None`: no deadline). Go: `TCPListener.SetDeadline`.
+    pub fn set_deadline(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        set_deadline(&self.fd, &Direction::BOTH, deadline)
+    }
+
+    /// Closes the listener, waking a pending `accept` with a closed error, and releases the
+    /// port before it returns. A second close fails with a closed error.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.fd
+            .close(false)
+            .await
+            .map_err(|k| Error::new(Op::Close, k))
+    }
+
+    /// The scheduler this listener is polled by.
+    pub fn handle(&self) -> &Handle {
+        self.fd.backend.handle()
+    }
+}
+
+/// A TCP connection. Go: `net.TCPConn`.
+///
+/// All methods take `&self`: one task may read while another writes, and concurrent reads (or
+/// writes) queue behind each other rather than fail (Go's fdMutex). Clones share the
+/// connection; `close` from any clone wakes every blocked operation with a closed error.
+pub struct TcpStream<B: SocketBackend> {
+    fd: Arc<Fd<B>>,
+}
+
+impl<B: SocketBackend> Clone for TcpStream<B> {
+    fn clone(&self) -> Self {
+        TcpStream {
+            fd: self.fd.clone(),
+        }
+    }
+}
+
+impl<B: SocketBackend> fmt::Debug for TcpStream<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("key", &self.fd.pd.key())
+            .field("local_addr", &self.local_addr().ok())
+            .field("peer_addr", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl<B: SocketBackend> TcpStream<B> {
+    /// Connects to `addr`. Go: `net.Dial("tcp", addr)`.
+    pub async fn connect(backend: &B, addr: SocketAddr) -> Result<Self, Error> {
+        Self::connect_deadline(backend, addr, None).await
+    }
+
+    /// Connects to `addr`, giving up with a timeout error at `deadline`. Go: `DialTimeout`;
+    /// the deadline rides on the write direction, as in Go's `netFD.connect` (D15).
+    pub async fn connect_deadline(
+        backend: &B,
+        addr: SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<Self, Error> {
+        let err = |k| Error::new(Op::Connect, k);
+        let socket = backend.stream(addr).map_err(err)?;
+        let fd = Fd::new(backend, socket).map_err(err)?;
+        let stream = TcpStream { fd };
+        // On any failure below, dropping `stream` closes the socket.
+        let fd = &*stream.fd;
+        if deadline.is_some() {
+            backend
+                .handle()
+                .set_deadline(&fd.pd, &[Direction::Write], deadline);
+        }
+        {
+            let _lock = fd.lock(Direction::Write).await.map_err(err)?;
+            fd.pd.prepare(Direction::Write).map_err(|e| err(e.into()))?;
+            match backend.start_connect(&fd.socket, addr) {
+                Ok(()) => {}
+                Err(TryError::WouldBlock) => loop {
+                    wait(fd, Direction::Write, Op::Connect).await?;
+                    // A wake-up is a hint: confirm (Go #14548, #19289).
+                    match backend.finish_connect(&fd.socket) {
+                        Ok(()) => break,
+                        Err(TryError::WouldBlock) => continue,
+                        Err(TryError::Failed(k)) => return Err(err(k)),
+                    }
+                },
+                Err(TryError::Failed(k)) => return Err(err(k)),
+            }
+        }
+        if deadline.is_some() {
+            backend
+                .handle()
+                .set_deadline(&fd.pd, &[Direction::Write], None);
+        }
+        Ok(stream)
+    }
+
+    /// Reads what is available, waiting until something is. `Ok(0)` is end of stream (the
+    /// peer's FIN); a peer's reset is [`ErrorKind::ConnectionReset`]. An empty `buf` returns
+    /// `Ok(0)` at once on an open connection (Go #15735). Go: `poll.FD.Read`.
+    pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let err = |k| Error::new(Op::Read, k);
+        let fd = &*self.fd;
+        let _lock = fd.lock(Direction::Read).await.map_err(err)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
+        loop {
+            match fd.backend.try_read(&fd.socket, buf) {
+                Ok(n) => return Ok(n),
+                Err(TryError::WouldBlock) => wait(fd, Direction::Read, Op::Read).await?,
+                Err(TryError::Failed(k)) => return Err(err(k)),
+            }
+        }
+    }
+
+    /// Writes some of `buf`, waiting until at least one byte is accepted; returns how many.
+    /// An empty `buf` returns `Ok(0)` but still reports a closed or expired connection.
+    pub async fn write(&self, buf: &[u8]) -> Result<usize, Error> {
+        self.write_inner(buf, false).await
+    }
+
+    /// Writes all of `buf`, waiting for buffer space as needed. Go: `poll.FD.Write`.
+    ///
+    /// On failure, [`Error::transferred`] tells how many bytes the stack had accepted (they
+    /// stay sent, D10).
+    pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
+        self.write_inner(buf, true).await.map(|_| ())
+    }
+
+    async fn write_inner(&self, buf: &[u8], all: bool) -> Result<usize, Error> {
+        let err = |k| Error::new(Op::Write, k);
+        let fd = &*self.fd;
+        let _lock = fd.lock(Direction::Write).await.map_err(err)?;
+        fd.pd.prepare(Direction::Write).map_err(|e| err(e.into()))?;
+        let mut done = 0;
+        while done < buf.len() {
+            match fd.backend.try_write(&fd.socket, &buf[done..]) {
+                Ok(0) => return Err(err(ErrorKind::BrokenPipe).with_transferred(done)),
+                Ok(n) => {
+                    done += n;
+                    if !all {
+                        break;
+                    }
+                }
+                Err(TryError::WouldBlock) => wait(fd, Direction::Write, Op::Write)
+                    .await
+                    .map_err(|e| e.with_transferred(done))?,
+                Err(TryError::Failed(k)) => return Err(err(k).with_transferred(done)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Shuts down the write half: the peer reads EOF, our later writes fail. Go: `CloseWrite`.
+    pub fn shutdown_write(&self) -> Result<(), Error> {
+        self.shutdown(Shutdown::Write)
+    }
+
+    /// Shuts down the read half: later reads return `Ok(0)` at once, and a blocked read wakes.
+    /// Go: `CloseRead`.
+    pub fn shutdown_read(&self) -> Result<(), Error> {
+        self.shutdown(Shutdown::Read)
+    }
+
+    fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
+        let err = |k| Error::new(Op::Shutdown, k);
+        let _ref = self.fd.incref().map_err(err)?;
+        self.fd.backend.shutdown(&self.fd.socket, how).map_err(err)
+    }
+
+    /// Sets the read deadline (`None`: none). A deadline at or before now expires at once;
+    /// expiry is sticky until the next call. Go: `SetReadDeadline`.
+    pub fn set_read_deadline(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        set_deadline(&self.fd, &[Direction::Read], deadline)
+    }
+
+    /// Sets the write deadline. Go: `SetWriteDeadline`.
+    pub fn set_write_deadline(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        set_deadline(&self.fd, &[Direction::Write], deadline)
+    }
+
+    /// Sets both deadlines. Go: `SetDeadline`.
+    pub fn set_deadline(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        set_deadline(&self.fd, &Direction::BOTH, deadline)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
+        self.fd
+            .backend
+            .local_addr(&self.fd.socket)
+            .map_err(|k| Error::new(Op::Get, k))
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr, Error> {
+        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
+        self.fd
+            .backend
+            .peer_addr(&self.fd.socket)
+            .map_err(|k| Error::new(Op::Get, k))
+    }
+
+    /// Turns `TCP_NODELAY` on or off (on by default, as in Go).
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<(), Error> {
+        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Set, k))?;
+        self.fd
+            .backend
+            .set_nodelay(&self.fd.socket, nodelay)
+            .map_err(|k| Error::new(Op::Set, k))
+    }
+
+    /// Whether `TCP_NODELAY` is on.
+    pub fn nodelay(&self) -> Result<bool, Error> {
+        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
+        self.fd
+            .backend
+            .nodelay(&self.fd.socket)
+            .map_err(|k| Error::new(Op::Get, k))
+    }
+
+    /// Closes the connection (FIN), waking blocked operations with a closed error; completes
+    /// once they returned and the socket is released. A second close fails with a closed error.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.fd
+            .close(false)
+            .await
+            .map_err(|k| Error::new(Op::Close, k))
+    }
+
+    /// Closes the connection with a reset instead of a FIN (Go: `SetLinger(0)` + `Close`); the
+    /// peer's reads fail with [`ErrorKind::ConnectionReset`].
+    pub async fn abort(&self) -> Result<(), Error> {
+        self.fd
+            .close(true)
+            .await
+            .map_err(|k| Error::new(Op::Close, k))
+    }
+
+    /// The scheduler this stream is polled by.
+    pub fn handle(&self) -> &Handle {
+        self.fd.backend.handle()
+    }
+}
