@@ -1,1 +1,39 @@
-//! placeholder
+//! netpoll-hosted: netpoll on Linux, over the kernel's TCP stack.
+//!
+//! This crate is the OS half of the hosted engine. It provides:
+//!
+//! * [`EpollSource`]: the `ReadinessSource` (Go: `runtime/netpoll_epoll.go`): one epoll
+//!   instance, every socket registered once with `EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET` under its
+//!   pollDesc key, an eventfd notifier (level-triggered, drained only by blocking polls),
+//!   `EINTR` handled, timeouts rounded up to whole milliseconds;
+//! * [`KernelBackend`]: the `SocketBackend`: non-blocking, close-on-exec sockets, `accept4`,
+//!   `TCP_NODELAY` on by default, `SO_REUSEADDR` on listeners, IPv4 and IPv6, `MSG_NOSIGNAL`;
+//! * [`Runtime`]: what users start (`Runtime::new()?.block_on(async { ... })`) and the free
+//!   functions [`spawn`], [`backend`], [`now`], [`sleep`] that work inside it.
+//!
+//! The state machine, scheduler and Go's I/O loops are not here: they are `netpoll-core` and
+//! `netpoll-stack`, shared with the smoltcp engine. Unsafe code lives only under `sys/`.
+
+mod backend;
+pub mod signal;
+mod source;
+mod sys;
+
+mod runtime;
+
+pub use backend::{error_kind, KernelBackend, KernelSocket};
+pub use netpoll_core::{yield_now, Handle, Instant, JoinHandle};
+pub use netpoll_stack::{Error, ErrorKind, Op};
+pub use runtime::{backend, handle, now, sleep, spawn, MonotonicClock, Runtime};
+pub use source::{EpollSource, EventFdNotifier, PollStats};
+
+/// A TCP listener on kernel sockets.
+pub type TcpListener = netpoll_stack::TcpListener<KernelBackend>;
+/// A TCP connection on kernel sockets.
+pub type TcpStream = netpoll_stack::TcpStream<KernelBackend>;
+
+/// Raises this process's soft open-file limit to the hard limit (servers with thousands of
+/// connections need more than the usual 1,024). Returns the new limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    sys::socket::raise_nofile_limit()
+}

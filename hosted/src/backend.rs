@@ -1,0 +1,209 @@
+//! Kernel TCP sockets as a [`SocketBackend`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use netpoll_core::{Handle, Key};
+use netpoll_stack::{ErrorKind, Shutdown, SocketBackend, TryError};
+
+use crate::source::Poller;
+use crate::sys::socket as sock;
+
+/// Maps an OS error to the stack's error kinds.
+pub fn error_kind(e: &io::Error) -> ErrorKind {
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET) => ErrorKind::ConnectionReset,
+        Some(libc::ECONNREFUSED) => ErrorKind::ConnectionRefused,
+        Some(libc::ECONNABORTED) => ErrorKind::ConnectionAborted,
+        Some(libc::EPIPE) => ErrorKind::BrokenPipe,
+        Some(libc::ENOTCONN) => ErrorKind::NotConnected,
+        Some(libc::EADDRINUSE) => ErrorKind::AddrInUse,
+        Some(libc::EADDRNOTAVAIL) => ErrorKind::AddrNotAvailable,
+        Some(libc::EHOSTUNREACH) => ErrorKind::HostUnreachable,
+        Some(libc::ENETUNREACH) => ErrorKind::NetworkUnreachable,
+        Some(libc::EINVAL) => ErrorKind::InvalidInput,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            ErrorKind::OutOfResources
+        }
+        Some(libc::EAFNOSUPPORT | libc::EOPNOTSUPP) => ErrorKind::Unsupported,
+        Some(errno) => ErrorKind::Os(errno),
+        None => ErrorKind::Os(0),
+    }
+}
+
+fn try_error(e: io::Error) -> TryError {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        TryError::WouldBlock
+    } else {
+        TryError::Failed(error_kind(&e))
+    }
+}
+
+/// A kernel socket descriptor. Released only by [`SocketBackend::close`]; dropping it does
+/// not close the descriptor (the stack calls `close` exactly once).
+#[derive(Debug)]
+pub struct KernelSocket {
+    fd: RawFd,
+}
+
+impl KernelSocket {
+    /// The raw descriptor (valid until the stack closes the socket).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// Non-blocking kernel TCP sockets polled by epoll. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KernelBackend {
+    poller: Arc<Poller>,
+    handle: Handle,
+}
+
+impl KernelBackend {
+    pub(crate) fn new(poller: Arc<Poller>, handle: Handle) -> Self {
+        KernelBackend { poller, handle }
+    }
+
+    /// Closes `fd` after a failed setup step, returning the step's error.
+    fn fail(fd: RawFd, e: io::Error) -> ErrorKind {
+        sock::close(fd);
+        error_kind(&e)
+    }
+}
+
+/// Retries a syscall interrupted by a signal.
+fn no_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+impl SocketBackend for KernelBackend {
+    type Socket = KernelSocket;
+
+    fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<KernelSocket, ErrorKind> {
+        let fd = sock::tcp_socket(&addr).map_err(|e| error_kind(&e))?;
+        // Go sets SO_REUSEADDR on listeners so listen-close-listen works (spec §6 #25).
+        sock::set_reuseaddr(fd).map_err(|e| Self::fail(fd, e))?;
+        sock::bind(fd, &addr).map_err(|e| Self::fail(fd, e))?;
+        sock::listen(fd, backlog).map_err(|e| Self::fail(fd, e))?;
+        Ok(KernelSocket { fd })
+    }
+
+    fn stream(&self, remote: SocketAddr) -> Result<KernelSocket, ErrorKind> {
+        let fd = sock::tcp_socket(&remote).map_err(|e| error_kind(&e))?;
+        // TCP_NODELAY on by default, as Go.
+        sock::set_nodelay(fd, true).map_err(|e| Self::fail(fd, e))?;
+        Ok(KernelSocket { fd })
+    }
+
+    fn register(&self, socket: &KernelSocket, key: Key) -> Result<(), ErrorKind> {
+        self.poller
+            .register(socket.fd, key)
+            .map_err(|e| error_kind(&e))
+    }
+
+    fn deregister(&self, socket: &KernelSocket) {
+        // ENOENT/EBADF would mean a bookkeeping bug; the close that follows releases the fd
+        // from epoll anyway, so nothing leaks.
+        let _ = self.poller.deregister(socket.fd);
+    }
+
+    fn try_accept(&self, listener: &KernelSocket) -> Result<(KernelSocket, SocketAddr), TryError> {
+        let (fd, peer) = no_eintr(|| sock::accept(listener.fd)).map_err(try_error)?;
+        if let Err(e) = sock::set_nodelay(fd, true) {
+            // A connection reset in the queue can fail here; skip it like ECONNABORTED.
+            sock::close(fd);
+            return Err(match error_kind(&e) {
+                ErrorKind::InvalidInput | ErrorKind::ConnectionReset => {
+                    TryError::Failed(ErrorKind::ConnectionAborted)
+                }
+                k => TryError::Failed(k),
+            });
+        }
+        Ok((KernelSocket { fd }, peer))
+    }
+
+    fn start_connect(&self, socket: &KernelSocket, addr: SocketAddr) -> Result<(), TryError> {
+        match sock::connect(socket.fd, &addr) {
+            Ok(()) => Ok(()),
+            // EINTR: the connect goes on asynchronously (Go: netFD.connect treats it so).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
+                ) =>
+            {
+                Err(TryError::WouldBlock)
+            }
+            Err(e) => Err(TryError::Failed(error_kind(&e))),
+        }
+    }
+
+    fn finish_connect(&self, socket: &KernelSocket) -> Result<(), TryError> {
+        match sock::take_error(socket.fd) {
+            Ok(None) => {}
+            Ok(Some(e)) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EALREADY)) => {
+                return Err(TryError::WouldBlock)
+            }
+            Ok(Some(e)) | Err(e) => return Err(TryError::Failed(error_kind(&e))),
+        }
+        // No pending error is not proof of a connection: a spurious wake-up looks the same
+        // (Go #14548, #19289). getpeername succeeds only once connected.
+        match sock::peer_addr(socket.fd) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(TryError::WouldBlock),
+            Err(e) => Err(TryError::Failed(error_kind(&e))),
+        }
+    }
+
+    fn try_read(&self, socket: &KernelSocket, buf: &mut [u8]) -> Result<usize, TryError> {
+        no_eintr(|| sock::read(socket.fd, buf)).map_err(try_error)
+    }
+
+    fn try_write(&self, socket: &KernelSocket, buf: &[u8]) -> Result<usize, TryError> {
+        no_eintr(|| sock::send(socket.fd, buf)).map_err(try_error)
+    }
+
+    fn shutdown(&self, socket: &KernelSocket, how: Shutdown) -> Result<(), ErrorKind> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+        };
+        sock::shutdown(socket.fd, how).map_err(|e| error_kind(&e))
+    }
+
+    fn local_addr(&self, socket: &KernelSocket) -> Result<SocketAddr, ErrorKind> {
+        sock::local_addr(socket.fd).map_err(|e| error_kind(&e))
+    }
+
+    fn peer_addr(&self, socket: &KernelSocket) -> Result<SocketAddr, ErrorKind> {
+        sock::peer_addr(socket.fd).map_err(|e| error_kind(&e))
+    }
+
+    fn set_nodelay(&self, socket: &KernelSocket, nodelay: bool) -> Result<(), ErrorKind> {
+        sock::set_nodelay(socket.fd, nodelay).map_err(|e| error_kind(&e))
+    }
+
+    fn nodelay(&self, socket: &KernelSocket) -> Result<bool, ErrorKind> {
+        sock::nodelay(socket.fd).map_err(|e| error_kind(&e))
+    }
+
+    fn close(&self, socket: &KernelSocket, abort: bool) {
+        if abort {
+            // Best effort: if it fails the peer sees FIN instead of RST.
+            let _ = sock::set_linger_zero(socket.fd);
+        }
+        sock::close(socket.fd);
+    }
+}
