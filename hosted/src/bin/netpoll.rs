@@ -1,6 +1,7 @@
 //! The `netpoll` command: an echo server on netpoll (Go's netpoller semantics in Rust).
 
 use std::future::{poll_fn, Future};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
@@ -8,6 +9,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use netpoll_hosted::{signal, ErrorKind, Runtime, TcpListener, TcpStream};
+
+/// Logs a line to stderr; a closed stderr must not take the server down (eprintln panics).
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 const USAGE: &str = "\
 netpoll: Go's network poller semantics, rebuilt in Rust.
@@ -96,14 +104,14 @@ async fn echo_conn(conn: TcpStream, peer: SocketAddr, quiet: bool) {
             Ok(n) => {
                 if let Err(e) = conn.write_all(&buf[..n]).await {
                     if !quiet {
-                        eprintln!("netpoll echo: {peer}: {e}");
+                        log!("netpoll echo: {peer}: {e}");
                     }
                     break;
                 }
             }
             Err(e) => {
                 if !quiet {
-                    eprintln!("netpoll echo: {peer}: {e}");
+                    log!("netpoll echo: {peer}: {e}");
                 }
                 break;
             }
@@ -121,7 +129,7 @@ async fn serve(listener: TcpListener, quiet: bool) {
             Err(e) if e.kind() == ErrorKind::Closed => return,
             Err(e) => {
                 // Out of descriptors or buffers: back off and keep serving (as Go's net/http).
-                eprintln!("netpoll echo: accept: {e}; retrying in 10ms");
+                log!("netpoll echo: accept: {e}; retrying in 10ms");
                 netpoll_hosted::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -131,16 +139,16 @@ async fn serve(listener: TcpListener, quiet: bool) {
 fn run_echo(opts: EchoOptions) -> Result<(), String> {
     signal::install_termination_handler().map_err(|e| format!("signal setup: {e}"))?;
     if let Err(e) = netpoll_hosted::raise_fd_limit() {
-        eprintln!("netpoll echo: could not raise the open-file limit: {e}");
+        log!("netpoll echo: could not raise the open-file limit: {e}");
     }
     let mut rt = Runtime::new().map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async move {
         let listener = TcpListener::bind(&netpoll_hosted::backend(), opts.listen)
             .map_err(|e| format!("{}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        eprintln!("netpoll echo: listening on {addr} (backend epoll)");
+        log!("netpoll echo: listening on {addr} (backend epoll)");
         race(serve(listener.clone(), opts.quiet), signal::termination()).await;
-        eprintln!("netpoll echo: shutting down");
+        log!("netpoll echo: shutting down");
         let _ = listener.close().await;
         Ok(())
     })
@@ -172,7 +180,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netpoll: {e}");
+            log!("netpoll: {e}");
             ExitCode::FAILURE
         }
     }
