@@ -31,6 +31,7 @@ COMMANDS:
 ECHO OPTIONS:
     --listen ADDR     Address to listen on (IPv4 or [IPv6]:port) [default: 127.0.0.1:9009]
     --backend NAME    I/O engine: `epoll` (the kernel TCP stack) [default: epoll]
+    --buf BYTES       Per-connection read buffer size [default: 128]
     --quiet           Do not log per-connection errors
     -h, --help        Print this help
 
@@ -45,12 +46,14 @@ EXAMPLE:
 #[derive(Debug)]
 struct EchoOptions {
     listen: SocketAddr,
+    buf: usize,
     quiet: bool,
 }
 
 fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
     let mut opts = EchoOptions {
         listen: SocketAddr::from(([127, 0, 0, 1], 9009)),
+        buf: 128,
         quiet: false,
     };
     let mut it = args.iter();
@@ -76,6 +79,16 @@ fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
                     ))
                 }
             },
+            "--buf" => {
+                let v = value("--buf")?;
+                opts.buf = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=16 << 20).contains(&n))
+                    .ok_or_else(|| {
+                        format!("--buf {v:?}: expected a size from 1 to 16777216 bytes")
+                    })?;
+            }
             "--quiet" => opts.quiet = true,
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -96,8 +109,8 @@ async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
     .await
 }
 
-async fn echo_conn(conn: TcpStream, peer: SocketAddr, quiet: bool) {
-    let mut buf = [0u8; 128];
+async fn echo_conn(conn: TcpStream, peer: SocketAddr, buf_size: usize, quiet: bool) {
+    let mut buf = vec![0u8; buf_size];
     loop {
         match conn.read(&mut buf).await {
             Ok(0) => break,
@@ -120,11 +133,11 @@ async fn echo_conn(conn: TcpStream, peer: SocketAddr, quiet: bool) {
     let _ = conn.close().await;
 }
 
-async fn serve(listener: TcpListener, quiet: bool) {
+async fn serve(listener: TcpListener, buf_size: usize, quiet: bool) {
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
-                netpoll_hosted::spawn(echo_conn(conn, peer, quiet));
+                netpoll_hosted::spawn(echo_conn(conn, peer, buf_size, quiet));
             }
             Err(e) if e.kind() == ErrorKind::Closed => return,
             Err(e) => {
@@ -147,7 +160,11 @@ fn run_echo(opts: EchoOptions) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         log!("netpoll echo: listening on {addr} (backend epoll)");
-        race(serve(listener.clone(), opts.quiet), signal::termination()).await;
+        race(
+            serve(listener.clone(), opts.buf, opts.quiet),
+            signal::termination(),
+        )
+        .await;
         log!("netpoll echo: shutting down");
         let _ = listener.close().await;
         Ok(())
