@@ -29,7 +29,8 @@
 
 pub(crate) mod cache;
 pub(crate) mod state;
-#[cfg(test)]
+// Unit tests use the plain atomics; under loom they are covered by `tests/loom.rs`.
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use cache::PollCache;
@@ -439,6 +440,9 @@ impl PollDesc {
     /// Polls for readiness in `dir`, parking `cx`'s waker if there is none yet.
     /// Go: `poll_runtime_pollWait` + `netpollblock` + `netpollblockcommit`.
     ///
+    /// Errors (closing, expired deadline, event error) are checked before a latched readiness
+    /// is consumed, as Go's `pollWait` does at entry.
+    ///
     /// `Ready(Ok(()))` means "retry the operation" (it may be spurious, I8). Only one task may
     /// wait per direction at a time (Go I5); the `stack` crate's fd mutex guarantees it.
     /// A caller that stops polling before `Ready` must call [`PollDesc::cancel_wait`].
@@ -453,6 +457,15 @@ impl PollDesc {
             match sem.load() {
                 // Consume a latched notification (row 2; or the wake-up of row 8).
                 READY => {
+                    // Go: pollWait checks netpollcheckerr at entry, *before* netpollblock
+                    // consumes pdReady, so a latched readiness never hides a close or an expired
+                    // deadline (row 13: "only a fresh pollWait entry (which checks the error
+                    // first) reports the timeout"; D1). READY stays latched for `prepare`. On the
+                    // wake-up path (row 8 followed by a timeout) Go would return "retry" instead;
+                    // reporting the error there is the order D11 allows.
+                    if let Err(e) = self.check_err(dir) {
+                        return Poll::Ready(Err(e));
+                    }
                     if sem.cas(READY, NIL).is_ok() {
                         return Poll::Ready(Ok(()));
                     }
@@ -532,7 +545,9 @@ impl PollDesc {
     /// Events for an older generation are dropped (spec §6 #54).
     pub fn ready(&self, key: Key, readiness: Readiness) -> Woken {
         let mut woken = Woken::default();
-        if key.generation() != self.generation() {
+        // The whole key, not only the generation: a key naming another slot with the same
+        // generation must not latch readiness here either.
+        if key != self.key() {
             return woken;
         }
         self.set_event_err(readiness.is_error(), key.generation());
