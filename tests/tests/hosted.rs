@@ -1,0 +1,3 @@
+//! The conformance suite on the hosted backend: kernel TCP over 127.0.0.1, epoll readiness.
+
+netpoll_conformance::conformance_suite!(netpoll_conformance::hosted::HostedHarness);
