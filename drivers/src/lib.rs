@@ -1,1 +1,86 @@
-//! placeholder
+//! netpoll-drivers: Go's network poller semantics on smoltcp, a userspace TCP/IP stack.
+//!
+//! This crate is the "no kernel TCP stack" engine of netpoll. It implements the two traits the
+//! rest of netpoll is written against:
+//!
+//! * [`SmolSource`] is a `netpoll_core::ReadinessSource`: the scheduler's idle loop calls its
+//!   `poll`, which *drives* smoltcp (bounded ingress, egress, smoltcp's own timers folded into
+//!   the timeout) and reports generation-tagged readiness edges, found from smoltcp's socket
+//!   wakers rather than by rescanning every socket (see [`host`](crate::Host)).
+//! * [`SmolBackend`] is a `netpoll_stack::SocketBackend`: the non-blocking socket operations
+//!   that `netpoll_stack::{TcpListener, TcpStream}` loop over, so deadlines, close-while-blocked
+//!   and the error shapes are exactly those of the kernel backend. `listen(backlog)` is a real
+//!   bounded accept queue (a pool of smoltcp sockets; SYNs past it are dropped, not reset).
+//!
+//! Both work over any `smoltcp::phy::Device`. What differs between devices is only how the
+//! poller *waits* for ingress, the small [`Wait`] trait. Two devices ship here:
+//!
+//! * [`Wire`]: two devices joined by in-memory queues, with seeded loss and corruption, in
+//!   simulated time ([`SimClock`]) or real time. [`WireNet`] builds two hosts on one scheduler.
+//! * `TapDevice` (feature `tap`, Linux): a TAP interface opened through `/dev/net/tun`,
+//!   non-blocking, whose frames that cannot be written at once are queued and retried, and whose
+//!   errors surface from the source's `poll` instead of panicking. `TapNet` bundles it.
+//!
+//! What it does not do: UDP, IP fragmentation, TCP Fast Open, `SO_REUSEPORT`; connecting to one
+//! of the host's own addresses (smoltcp has no loopback path); closing the read half in TCP
+//! terms (`shutdown(Read)` only ends local reads).
+//!
+//! # Building a scheduler and backend by hand
+//!
+//! ```
+//! use netpoll_core::Scheduler;
+//! use netpoll_drivers::{Config, Host, SimClock, SmolBackend, SmolSource, Side, Watch, Wire,
+//!     WireConfig, WireWaiter};
+//!
+//! let clock = SimClock::new();
+//! let wire = Wire::new(WireConfig::default());
+//! let host = Host::new(wire.device(Side::A), Config::default(), clock.clone()).unwrap();
+//! let source = SmolSource::new(WireWaiter::simulated(&wire, clock.clone(), Watch::Side(Side::A)))
+//!     .with_host(host.clone());
+//! let scheduler = Scheduler::new(source, clock);
+//! let backend = SmolBackend::new(host, scheduler.handle().clone());
+//! # let _ = backend;
+//! ```
+//!
+//! With TAP (feature `tap`), the same shape: `TapDevice::open("tap0")`, its `waiter()`, a
+//! `MonotonicClock`; or simply `TapNet::open("tap0", config)`.
+#![no_std]
+#![deny(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod backend;
+mod clock;
+mod config;
+mod error;
+mod frame;
+mod host;
+mod net;
+mod source;
+#[cfg(feature = "tap")]
+mod sys;
+#[cfg(feature = "tap")]
+mod tap;
+mod wait;
+mod wire;
+
+pub use backend::{SmolBackend, SmolSocket};
+#[cfg(feature = "std")]
+pub use clock::MonotonicClock;
+pub use clock::SimClock;
+pub use config::Config;
+pub use error::DriverError;
+pub use host::{Host, HostStats};
+pub use net::{WireNet, WireNetBuilder, WireScheduler, WIRE_ADDR_A, WIRE_ADDR_B};
+pub use source::SmolSource;
+#[cfg(feature = "tap")]
+pub use tap::{TapDevice, TapNet, TapScheduler, TapWaiter};
+pub use wait::Wait;
+pub use wire::{Faults, Side, Watch, Wire, WireConfig, WireDevice, WireStats, WireWaiter};
+
+/// The smoltcp version this crate is built on, re-exported for its configuration types
+/// (`IpCidr`, `EthernetAddress`, `Device`).
+pub use smoltcp;

@@ -1,0 +1,82 @@
+//! Host configuration: addresses, MAC, MTU, buffer sizes, backlog limit, budgets.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address, Ipv6Address};
+
+/// How one smoltcp host (an `Interface` plus its sockets) is set up.
+///
+/// Every field has a working default ([`Config::default`]): `10.0.0.1/24`, MAC
+/// `02:00:00:00:00:01`, MTU 1500, 64 KiB socket buffers, a backlog limit of 128.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Ethernet address (ignored on an IP-medium device). Must be unicast.
+    pub mac: EthernetAddress,
+    /// The interface addresses with their prefix lengths (at most two: smoltcp's default
+    /// `iface-max-addr-count`).
+    pub addresses: Vec<IpCidr>,
+    /// Default IPv4 route.
+    pub gateway_v4: Option<Ipv4Address>,
+    /// Default IPv6 route.
+    pub gateway_v6: Option<Ipv6Address>,
+    /// IP MTU of the devices the convenience constructors build ([`crate::Wire`],
+    /// [`crate::WireNet`], the TAP device). A [`crate::Host`] itself uses whatever its device
+    /// reports.
+    pub mtu: usize,
+    /// Receive buffer per TCP socket, in bytes (the largest window we advertise).
+    pub rx_buffer: usize,
+    /// Send buffer per TCP socket, in bytes.
+    pub tx_buffer: usize,
+    /// Upper bound for a listener's backlog (Linux: `somaxconn`). A listener with backlog `n`
+    /// keeps `n` smoltcp sockets, each with both buffers allocated, so this also bounds memory.
+    pub max_backlog: u32,
+    /// Most frames taken from the device per host per poll (never an unbounded drain).
+    pub ingress_budget: usize,
+    /// Most `poll_egress` rounds per host per poll.
+    pub egress_budget: usize,
+    /// Local ports picked for connects and for listening on port 0, inclusive.
+    pub ephemeral_ports: (u16, u16),
+    /// How long a closed socket may keep retransmitting its FIN or unsent data before it is
+    /// aborted (the socket's smoltcp timeout once it is orphaned).
+    pub linger: Duration,
+    /// Delayed-ACK time of each socket (smoltcp default: 10 ms; `None` acks at once).
+    pub ack_delay: Option<Duration>,
+    /// Seed for smoltcp's initial sequence numbers. Fixed by default so that runs are
+    /// reproducible (house style 24); give each boot its own for real networks.
+    pub random_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mac: EthernetAddress([0x02, 0, 0, 0, 0, 0x01]),
+            addresses: vec![IpCidr::new(Ipv4Address::new(10, 0, 0, 1).into(), 24)],
+            gateway_v4: None,
+            gateway_v6: None,
+            mtu: 1500,
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
+            max_backlog: 128,
+            ingress_budget: 64,
+            egress_budget: 64,
+            ephemeral_ports: (49152, 65535),
+            linger: Duration::from_secs(30),
+            ack_delay: Some(Duration::from_millis(10)),
+            random_seed: 0x6e65_7470_6f6c_6c00,
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration with one address and MAC: a convenience for tests and
+    /// examples.
+    pub fn with_address(cidr: IpCidr, mac: EthernetAddress) -> Self {
+        Config {
+            mac,
+            addresses: vec![cidr],
+            ..Config::default()
+        }
+    }
+}
