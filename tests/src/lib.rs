@@ -9,15 +9,39 @@
 //!
 //! # Adding a backend
 //!
+//! Implement [`Harness`] (build a fresh scheduler and network per call, hand the body an
+//! [`Env`], block on it), then expand the suite in an integration test:
+//!
 //! ```ignore
+//! // tests/src/smoltcp.rs
+//! pub struct WireHarness;
+//! impl Harness for WireHarness {
+//!     type Backend = SmolBackend<WireDevice>;
+//!     fn run<F, Fut>(body: F)
+//!     where
+//!         F: FnOnce(Env<Self::Backend>) -> Fut,
+//!         Fut: Future<Output = ()>,
+//!     {
+//!         let mut net = WireNet::new();
+//!         // Two hosts, one scheduler: the server listens on A, the client connects from B.
+//!         let env = Env::new(net.a.clone(), net.b.clone(), IpAddr::V4(WIRE_ADDR_A), MAX_BUFFERED);
+//!         net.scheduler.block_on(body(env));
+//!     }
+//! }
+//!
 //! // tests/tests/smoltcp.rs
-//! netpoll_conformance::conformance_suite!(my_crate::WireHarness);
+//! netpoll_conformance::conformance_suite!(netpoll_conformance::smoltcp::WireHarness);
 //! ```
 //!
-//! where `WireHarness: Harness` builds a fresh scheduler and network per test and hands the
-//! body an [`Env`]: a server-side backend, a client-side backend (the same value on the kernel,
-//! two hosts with different IPs on a smoltcp wire, both polled by **one** scheduler), the
-//! server's IP, and the scheduler's [`Handle`].
+//! The [`Env`] carries a server-side backend, a client-side backend (the same value on the
+//! kernel; two hosts with different IPs on a smoltcp wire, both polled by **one** scheduler),
+//! the server's IP, the scheduler's [`Handle`], and `max_buffered`: an upper bound on what one
+//! stream can hand to the network while its peer reads nothing (send buffer + peer's receive
+//! window + in flight). Cases that need a writer to stay blocked write
+//! [`Env::overflow_len`] bytes.
+//!
+//! [`run_case`] (what the macro calls) wraps both backends in [`Checked`], which checks the
+//! socket lifecycle the stack promises every backend, and runs the body under a [`WATCHDOG`].
 //!
 //! # Rules the cases follow
 //!
@@ -26,7 +50,8 @@
 //!   with a 100 ms deadline must time out after ≥ 90 ms and well before 1 s.
 //! * Assertions tolerate spurious readiness but never lost readiness: every wait that should
 //!   end has a bound ([`Env::within`]), and "still blocked" is checked after a real delay.
-//! * Every loop is bounded. Every test runs under a watchdog ([`WATCHDOG`]).
+//! * Every loop is bounded. Every test runs under a watchdog ([`WATCHDOG`]). Any case may be
+//!   run on a simulated clock: waits are scheduler sleeps, never thread sleeps.
 //! * Where a backend legitimately differs, the case says so in a `CAUTION:` comment; no
 //!   assertion is weakened silently.
 //! * Traffic goes only to the harness's own addresses (127.0.0.1 on the kernel).
@@ -514,4 +539,41 @@ macro_rules! conformance_suite {
             }
         )*
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `pub async fn` case in `suite/` is listed in `conformance_suite!` (and nothing
+    /// else is), so no case silently stops running.
+    #[test]
+    fn the_macro_lists_every_case() {
+        let suite = [
+            ("read", include_str!("suite/read.rs")),
+            ("write", include_str!("suite/write.rs")),
+            ("accept", include_str!("suite/accept.rs")),
+            ("deadline", include_str!("suite/deadline.rs")),
+            ("close", include_str!("suite/close.rs")),
+        ];
+        let mut defined: Vec<String> = suite
+            .iter()
+            .flat_map(|(module, src)| {
+                src.lines()
+                    .filter_map(|l| l.strip_prefix("pub async fn "))
+                    .map(move |l| format!("{module}::{}", &l[..l.find('<').unwrap()]))
+            })
+            .collect();
+        let lib = include_str!("lib.rs");
+        let start = lib.find("(@cases $harness;").unwrap();
+        let end = start + lib[start..].find(");").unwrap();
+        let mut listed: Vec<String> = lib[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().trim_end_matches(',').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        defined.sort();
+        listed.sort();
+        assert_eq!(defined, listed);
+        assert_eq!(listed.len(), 47);
+    }
 }

@@ -291,8 +291,7 @@ pub async fn e48_close_waits_for_inflight_ops<B: SocketBackend>(env: Env<B>) {
     env.prompt("close with in-flight ops", server.close())
         .await
         .expect("close");
-    // CAUTION: in Go queued ops hold a reference, so `Close` waits for them too (§3.1); this
-    // asserts the same of all four.
+    // Go's queued ops hold a reference too (§3.1), so `Close` waits for all four.
     assert_eq!(
         returned.load(Ordering::Relaxed),
         4,
