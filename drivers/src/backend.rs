@@ -415,6 +415,7 @@ impl<D: Device> Inner<D> {
             Shutdown::Write => {
                 // FIN after the queued data.
                 s.close();
+                crate::host::fin_probe(s);
                 st.shut_write = true;
                 Readiness::WRITABLE
             }

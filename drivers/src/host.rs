@@ -284,6 +284,32 @@ impl Stream {
     }
 }
 
+/// Keep-alive interval that re-sends a lost FIN (see [`fin_probe`]).
+const FIN_PROBE: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(1000);
+
+/// Works around a smoltcp 0.14 stall: when the only unacknowledged segment is our FIN and three
+/// duplicate ACKs arrive (the FIN was lost while the peer still acked earlier data), the fast
+/// retransmit path finds no data to resend, puts the retransmit timer to idle, and nothing ever
+/// re-sends the FIN: the connection hangs in FIN-WAIT-1 / LAST-ACK / CLOSING until a timeout
+/// aborts it. Any later dispatch does send it (the pending fast retransmit carries the FIN), so
+/// while our FIN is outstanding the socket gets a keep-alive timer, which is only armed when
+/// the retransmit timer is idle, i.e. exactly in the stalled case; it is removed once the FIN
+/// is acknowledged.
+pub(crate) fn fin_probe(s: &mut tcp::Socket<'_>) {
+    match s.state() {
+        State::FinWait1 | State::Closing | State::LastAck => {
+            if s.keep_alive().is_none() {
+                s.set_keep_alive(Some(FIN_PROBE));
+            }
+        }
+        _ => {
+            if s.keep_alive().is_some() {
+                s.set_keep_alive(None);
+            }
+        }
+    }
+}
+
 /// What a smoltcp socket is to us.
 pub(crate) enum Role {
     /// A connection the user holds (connected or accepted).
@@ -518,6 +544,20 @@ impl<D: Device> Host<D> {
         self.inner.lock().iface.ip_addrs().to_vec()
     }
 
+    /// The TCP state of every smoltcp socket on this host (diagnostics).
+    pub fn socket_states(&self) -> Vec<State> {
+        let inner = self.inner.lock();
+        inner
+            .sockets
+            .iter()
+            .filter_map(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => Some(t.state()),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Runs `f` on the device, under the host lock (to inspect a device's own counters).
     pub fn with_device<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
         f(&mut self.inner.lock().device)
@@ -688,6 +728,7 @@ impl<D: Device> Inner<D> {
             s.abort();
         } else {
             s.close();
+            fin_probe(s);
         }
         s.set_timeout(Some(linger));
         sock.role = Role::Orphan { port };
@@ -820,6 +861,9 @@ impl<D: Device> Inner<D> {
         match &mut sock.role {
             Role::Stream(st) => {
                 st.observe(s);
+                if st.shut_write {
+                    fin_probe(s);
+                }
                 let Some(key) = st.key else {
                     return;
                 };
@@ -867,6 +911,7 @@ impl<D: Device> Inner<D> {
                 }
             }
             Role::Orphan { port } => {
+                fin_probe(s);
                 if s.state() == State::Closed && s.remote_endpoint().is_none() {
                     reap = Some(*port);
                 }
