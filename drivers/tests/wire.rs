@@ -62,19 +62,17 @@ async fn pair(net_b: &B, listener: &TcpListener<B>) -> (TcpStream<B>, TcpStream<
     (client, server)
 }
 
-fn echo_server(listener: TcpListener<B>) -> impl core::future::Future<Output = ()> + Send {
-    async move {
-        let (conn, _) = listener.accept().await.expect("accept");
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => conn.write_all(&buf[..n]).await.expect("echo write"),
-                Err(e) => panic!("echo read: {e}"),
-            }
+async fn echo_server(listener: TcpListener<B>) {
+    let (conn, _) = listener.accept().await.expect("accept");
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => conn.write_all(&buf[..n]).await.expect("echo write"),
+            Err(e) => panic!("echo read: {e}"),
         }
-        conn.close().await.expect("close");
     }
+    conn.close().await.expect("close");
 }
 
 #[test]
