@@ -724,7 +724,9 @@ impl<D: Device> Inner<D> {
             Role::Orphan { port } => *port,
         };
         let s = self.sockets.get_mut::<tcp::Socket<'static>>(sock.handle);
-        if abort {
+        // Unread data at close means the application lost it: reset, as Linux does
+        // (RFC 2525 §2.17), rather than a FIN that would pass for a clean end.
+        if abort || s.can_recv() {
             s.abort();
         } else {
             s.close();
@@ -911,6 +913,12 @@ impl<D: Device> Inner<D> {
                 }
             }
             Role::Orphan { port } => {
+                if s.can_recv() {
+                    // Data for a socket nobody can read any more: reset the sender, as Linux
+                    // does for an orphaned socket, instead of letting it fill our window and
+                    // then block forever.
+                    s.abort();
+                }
                 fin_probe(s);
                 if s.state() == State::Closed && s.remote_endpoint().is_none() {
                     reap = Some(*port);

@@ -650,3 +650,40 @@ fn lossy_wire_many_seeds() {
         assert!(back[..] == expect[..1000], "seed {seed}");
     }
 }
+
+/// A socket closed with unread data, or receiving data after its close, resets the sender (as
+/// Linux does) instead of swallowing data until the window closes and the writer hangs.
+#[test]
+fn data_to_a_closed_socket_draws_a_reset() {
+    let mut net = WireNet::new();
+    let (a, b) = (net.a.clone(), net.b.clone());
+    net.scheduler.block_on(async move {
+        let listener = TcpListener::bind(&a, "10.0.0.1:93".parse().unwrap()).unwrap();
+        let h = listener.handle().clone();
+        // Peer closed gracefully; our later data draws its RST.
+        let (client, server) = pair(&b, &listener).await;
+        server.close().await.unwrap();
+        assert_eq!(client.read(&mut [0u8; 4]).await.unwrap(), 0);
+        let mut err = None;
+        for _ in 0..100 {
+            match client.write(&[1u8; 1024]).await {
+                Ok(_) => h.sleep(Duration::from_millis(1)).await,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            err.expect("a write fails").kind(),
+            ErrorKind::ConnectionReset
+        );
+        // Closed with unread data: RST at once.
+        let (client, server) = pair(&b, &listener).await;
+        client.write_all(b"unread").await.unwrap();
+        h.sleep(Duration::from_millis(5)).await;
+        server.close().await.unwrap();
+        let e = client.read(&mut [0u8; 4]).await.expect_err("reset");
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+    });
+}
