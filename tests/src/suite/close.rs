@@ -110,8 +110,9 @@ pub async fn e44_close_wakes_queued_readers<B: SocketBackend>(env: Env<B>) {
     env.assert_no_waiters();
 }
 
-/// #45: when a stream is both closed and past its deadline, the closed error wins — for a new
-/// op, and for a parked op that sees the expiry and the close before it runs again.
+/// #45: when a stream (or listener) is both closed and past its deadline, the closed error
+/// wins — for a new op, and for a parked op that sees the expiry and the close before it runs
+/// again.
 pub async fn e45_closed_wins_over_expired_deadline<B: SocketBackend>(env: Env<B>) {
     let (_client, server) = env.pair().await;
     server.set_read_deadline(Some(env.past())).unwrap();
@@ -128,6 +129,15 @@ pub async fn e45_closed_wins_over_expired_deadline<B: SocketBackend>(env: Env<B>
         .await
         .expect_err("closed");
     assert_closed(&e, Op::Write);
+
+    let ln = env.listen();
+    ln.set_deadline(Some(env.past())).unwrap();
+    ln.close().await.unwrap();
+    let e = env
+        .prompt("accept, expired and closed", ln.accept())
+        .await
+        .expect_err("closed");
+    assert_closed(&e, Op::Accept);
 
     // Parked read; its deadline expires and the stream closes before it runs again.
     let (_client, server) = env.pair().await;

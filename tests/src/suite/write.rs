@@ -82,7 +82,8 @@ pub async fn b12_blocked_write_resumes_when_peer_reads<B: SocketBackend>(env: En
 }
 
 /// #13: after our own `shutdown_write`, writes fail (`EPIPE`: `BrokenPipe`) and the peer reads
-/// the data then EOF; the other direction keeps working (half close).
+/// the data then EOF; the other direction keeps working (half close). A writer blocked at the
+/// time of the shutdown wakes and fails too.
 pub async fn b13_write_after_shutdown_write_fails_and_peer_reads_eof<B: SocketBackend>(
     env: Env<B>,
 ) {
@@ -112,6 +113,21 @@ pub async fn b13_write_after_shutdown_write_fails_and_peer_reads_eof<B: SocketBa
         .within("read the other direction", PROMPT, read_exact(&client, 4))
         .await;
     assert_eq!(back, b"pong");
+
+    // Derived (as #6 for reads): a writer blocked when the write half shuts down is woken,
+    // and fails the same way.
+    let (client, _server) = env.pair().await;
+    let w = spawn_write_all(&env, &client, env.overflow_len());
+    env.assert_blocked("write_all of more than the send path holds", &w, 100 * MS)
+        .await;
+    client.shutdown_write().unwrap();
+    let e = env
+        .within("blocked write after shutdown_write", PROMPT, w)
+        .await
+        .expect_err("write after shutdown_write");
+    assert_eq!(e.op(), Op::Write, "{e}");
+    assert_eq!(e.kind(), ErrorKind::BrokenPipe, "{e}");
+    env.assert_no_waiters();
 }
 
 /// #14: writing to a peer that reset, or that closed (after its RST comes back), eventually
