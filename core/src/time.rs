@@ -52,6 +52,17 @@ impl Add<Duration> for Instant {
     }
 }
 
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+    /// Saturates at [`Instant::ZERO`].
+    fn sub(self, d: Duration) -> Instant {
+        let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Instant {
+            nanos: self.nanos.saturating_sub(d),
+        }
+    }
+}
+
 impl Sub<Instant> for Instant {
     type Output = Duration;
     fn sub(self, earlier: Instant) -> Duration {

@@ -1040,3 +1040,42 @@ fn combinator_wait_moved_to_another_waker() {
     assert_eq!(r, (Some(Ok(())), at(20)));
     assert_eq!(h.waiters(), 0);
 }
+
+// ===== Timer heap hygiene =====
+
+/// Closed descriptors' deadline timers and dropped sleeps do not pile up in the heap until
+/// they fall due (Go stops a closed descriptor's timers in `pollUnblock`; spec §6 #40 churns
+/// deadlines).
+#[test]
+fn dead_timers_are_compacted_away() {
+    let (mut sched, _source, handle) = setup();
+    let h = handle.clone();
+    sched.block_on(async move {
+        let hour = h.now() + Duration::from_secs(3600);
+        for i in 0..10_000u64 {
+            let pd = h.open();
+            // Ever-earlier deadlines: each one supersedes the previous timer.
+            for j in 0..4 {
+                h.set_deadline(&pd, &Direction::BOTH, Some(hour - ms(i * 4 + j)));
+            }
+            h.evict(&pd);
+            h.free(&pd);
+            // A sleep polled once and dropped leaves a timer behind.
+            let mut sleep = pin!(h.sleep(Duration::from_secs(7200)));
+            let _ = poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx))).await;
+        }
+        // 10,000 × (8 deadline timers + 1 sleep) were added; nothing is live.
+        let pending = h.timers_pending();
+        assert!(pending < 1_000, "{pending} dead timers kept");
+        // A live deadline survives compaction and still fires.
+        let pd = h.open();
+        h.set_deadline(&pd, &[R], Some(h.now() + ms(5)));
+        for _ in 0..200 {
+            let mut sleep = pin!(h.sleep(Duration::from_secs(7200)));
+            let _ = poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx))).await;
+        }
+        assert_eq!(h.wait(&pd, R).await, Err(PollError::TimedOut));
+        h.evict(&pd);
+        h.free(&pd);
+    });
+}

@@ -679,6 +679,14 @@ impl PollDesc {
         fired
     }
 
+    /// Whether a timer armed as `arm` would still do something when it fires (not superseded,
+    /// cleared, closed or reused). Used to drop dead timers from the heap early.
+    pub fn timer_is_current(&self, arm: &TimerArm) -> bool {
+        let inner = self.inner.lock();
+        let d = &inner.dirs[arm.dir.index()];
+        !inner.closing && arm.key == self.key() && d.seq == arm.seq && d.armed.is_some()
+    }
+
     /// Re-initialises a descriptor taken from the free list. Go: `poll_runtime_pollOpen`.
     fn open(&self) {
         for (i, sem) in self.sem.iter().enumerate() {

@@ -75,7 +75,20 @@ impl Shared {
     }
 
     fn add_timer(&self, when: Instant, kind: TimerKind) {
-        self.timers.lock().push(when, kind);
+        {
+            let mut timers = self.timers.lock();
+            timers.push(when, kind);
+            if timers.needs_compaction() {
+                timers.compact(|kind| match kind {
+                    // Only the heap holds it: the `Sleep` future was dropped.
+                    TimerKind::Sleep(slot) => Arc::strong_count(slot) > 1,
+                    TimerKind::Deadline(arm) => self
+                        .pds
+                        .get(arm.key)
+                        .is_some_and(|pd| pd.timer_is_current(arm)),
+                });
+            }
+        }
         // Go: wakeNetPoller. SeqCst: pairs with the scheduler's `polling` store before it reads
         // the timer heap to compute its timeout.
         // `poll_until == 0`: the poller is still computing its timeout; break it to be safe
@@ -188,7 +201,8 @@ impl Handle {
         self.shared.pds.in_use()
     }
 
-    /// Number of timers in the heap, including superseded ones not yet due.
+    /// Number of timers in the heap. Dead ones (superseded or closed deadlines, dropped
+    /// sleeps) linger only until the next compaction, which runs whenever the heap doubles.
     pub fn timers_pending(&self) -> usize {
         self.shared.timers.lock().len()
     }

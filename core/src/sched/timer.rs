@@ -54,11 +54,27 @@ impl Ord for TimerEntry {
 }
 
 /// A min-heap of timers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TimerHeap {
     heap: BinaryHeap<Reverse<TimerEntry>>,
     next_order: u64,
+    /// Size at which the next compaction runs; doubles with the live size, so compaction is
+    /// amortised O(1) per push.
+    compact_at: usize,
 }
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            next_order: 0,
+            compact_at: MIN_COMPACT,
+        }
+    }
+}
+
+/// Below this many entries the heap is never compacted.
+const MIN_COMPACT: usize = 64;
 
 impl TimerHeap {
     /// Adds a timer; returns whether it is now the earliest.
@@ -86,6 +102,23 @@ impl TimerHeap {
 
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Whether enough entries accumulated that dead ones should be dropped.
+    pub(crate) fn needs_compaction(&self) -> bool {
+        self.heap.len() >= self.compact_at
+    }
+
+    /// Drops every entry for which `live` is false: superseded or closed deadlines, dropped
+    /// sleeps. Without this, connections closed with long deadlines would keep their timers
+    /// until they fall due (Go stops them in `pollUnblock`).
+    pub(crate) fn compact(&mut self, mut live: impl FnMut(&TimerKind) -> bool) {
+        let entries = core::mem::take(&mut self.heap).into_vec();
+        self.heap = entries
+            .into_iter()
+            .filter(|Reverse(e)| live(&e.kind))
+            .collect();
+        self.compact_at = (self.heap.len() * 2).max(MIN_COMPACT);
     }
 }
 
