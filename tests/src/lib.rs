@@ -68,6 +68,7 @@ use netpoll_stack::{Error, SocketBackend, TcpListener, TcpStream};
 
 pub mod checked;
 pub mod hosted;
+pub mod smoltcp;
 pub mod suite;
 
 pub use checked::{Checked, Ledger};

@@ -1,0 +1,3 @@
+//! The conformance suite on smoltcp over the in-memory wire (both ends smoltcp).
+
+netpoll_conformance::conformance_suite!(netpoll_conformance::smoltcp::WireHarness);
