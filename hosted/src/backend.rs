@@ -87,6 +87,10 @@ fn no_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 impl SocketBackend for KernelBackend {
     type Socket = KernelSocket;
 
+    /// A short `read` on a TCP socket emptied its receive queue (`tcp_recvmsg` stops early
+    /// only when the queue and backlog are empty); data arriving later raises a new epoll edge.
+    const SHORT_READ_DRAINS: bool = true;
+
     fn handle(&self) -> &Handle {
         &self.handle
     }

@@ -37,6 +37,13 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
     /// One socket: a listener or a stream.
     type Socket: Send + Sync + 'static;
 
+    /// Whether a [`SocketBackend::try_read`] that returned fewer bytes than asked (but more
+    /// than zero) proves the receive queue empty, so that the next read may wait for the next
+    /// edge without first trying a read that could only say `WouldBlock`. True for kernel
+    /// stream sockets (a short `read` drained the queue; new data raises a new edge); false
+    /// for ring buffers that may return short at the wrap-around.
+    const SHORT_READ_DRAINS: bool = false;
+
     /// The scheduler whose pollDescs this backend's readiness source feeds.
     fn handle(&self) -> &Handle;
 

@@ -10,6 +10,7 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
+use core::sync::atomic::AtomicBool;
 use core::task::{Poll, Waker};
 
 use netpoll_core::{Direction, PollDesc};
@@ -45,6 +46,10 @@ pub(crate) struct Fd<B: SocketBackend> {
     pub(crate) backend: B,
     pub(crate) pd: Arc<PollDesc>,
     pub(crate) socket: B::Socket,
+    /// The last read was short, so the receive queue is empty (only with
+    /// [`SocketBackend::SHORT_READ_DRAINS`]). Touched only by the read-lock holder; Relaxed
+    /// suffices because the lock orders its users.
+    pub(crate) read_drained: AtomicBool,
     state: spin::Mutex<FdState>,
 }
 
@@ -71,6 +76,7 @@ impl<B: SocketBackend> Fd<B> {
             backend: backend.clone(),
             pd,
             socket,
+            read_drained: AtomicBool::new(false),
             state: spin::Mutex::new(FdState::default()),
         }))
     }

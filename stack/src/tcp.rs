@@ -8,6 +8,7 @@
 use alloc::sync::Arc;
 use core::fmt;
 use core::net::SocketAddr;
+use core::sync::atomic::Ordering;
 
 use netpoll_core::{Direction, Handle, Instant};
 
@@ -213,10 +214,26 @@ impl<B: SocketBackend> TcpStream<B> {
         if buf.is_empty() {
             return Ok(0);
         }
-        fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
+        if B::SHORT_READ_DRAINS && fd.read_drained.load(Ordering::Relaxed) {
+            // The last read drained the socket, so a read now could only say WouldBlock: wait
+            // for the next edge first. Unlike `prepare`, keep a latched readiness: it is that
+            // edge. Closed/expired still fail before any I/O (D1).
+            fd.pd
+                .check_err(Direction::Read)
+                .map_err(|e| err(e.into()))?;
+            wait(fd, Direction::Read, Op::Read).await?;
+        } else {
+            fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
+        }
         loop {
             match fd.backend.try_read(&fd.socket, buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    // Relaxed: see `Fd::read_drained`. EOF (0) is not "drained": the next read
+                    // must return 0 again without waiting for an edge that never comes.
+                    fd.read_drained
+                        .store(n > 0 && n < buf.len(), Ordering::Relaxed);
+                    return Ok(n);
+                }
                 Err(TryError::WouldBlock) => wait(fd, Direction::Read, Op::Read).await?,
                 Err(TryError::Failed(k)) => return Err(err(k)),
             }
