@@ -1,38 +1,7 @@
 //! One smoltcp host: an `Interface`, its `SocketSet`, its device, and the bookkeeping that
 //! turns smoltcp socket changes into readiness edges.
 //!
-//! # How edges are found without rescanning every socket
-//!
-//! smoltcp has no per-socket change report: `Interface::poll` only says "something changed".
-//! Rescanning all sockets after every frame would make each frame cost O(sockets) twice over.
-//! Instead, every smoltcp socket we create carries one [`Waker`] (smoltcp's `async` feature) in
-//! both its receive and send registration. smoltcp wakes them on exactly the changes that can
-//! turn a `WouldBlock` into progress: new in-order data, an ACK that frees send space, and every
-//! state change (established, FIN, RST, timeout, reset). The waker pushes the socket's index
-//! onto a dirty list; after each frame and after egress the host processes only the dirty
-//! sockets: re-registers the waker (smoltcp's registration is one-shot), updates the sticky
-//! flags (`fin`, `reset`, `refused`), and reports the edges a waiter armed for.
-//!
-//! Arming (spec §4.4, the "one-shot `netpollarm`" option): a direction is armed when an
-//! operation on it returned `WouldBlock`, and disarmed when its edge is reported. Every
-//! operation tries before it waits (C1), so an unarmed direction needs no report, and a socket
-//! that stays readable while nobody waits produces no stream of events (C3).
-//!
-//! Costs that remain linear, all inside smoltcp: its TCP demux walks every socket in the set for
-//! each incoming segment (`Interface::process_tcp`), `poll_egress` walks every socket, and
-//! `poll_delay` asks every socket for its next timer. A listener with backlog `n` adds `n`
-//! sockets to every walk.
-//!
-//! # The listen backlog
-//!
-//! A listener is a pool of `backlog` smoltcp sockets listening on one port. A SYN takes a
-//! `LISTEN` socket of the pool; `accept` takes an established one and puts a fresh listening
-//! socket in its place. When no pool socket is in `LISTEN`, smoltcp itself would answer the
-//! next SYN with an RST (`process_tcp`: "The packet wasn't handled by a socket, send a TCP RST").
-//! The kernel drops such a SYN instead and the client retransmits, so the host looks at each
-//! incoming frame *before* smoltcp does and drops a connection request for a listener with no
-//! free socket (unless it is a retransmission that a pool socket in `SYN-RECEIVED` already
-//! owns). See [`HostStats::syns_dropped`].
+//! The crate docs explain how edges are found and how the backlog works.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;

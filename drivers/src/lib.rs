@@ -6,7 +6,7 @@
 //! * [`SmolSource`] is a `netpoll_core::ReadinessSource`: the scheduler's idle loop calls its
 //!   `poll`, which *drives* smoltcp (bounded ingress, egress, smoltcp's own timers folded into
 //!   the timeout) and reports generation-tagged readiness edges, found from smoltcp's socket
-//!   wakers rather than by rescanning every socket (see [`host`](crate::Host)).
+//!   wakers rather than by rescanning every socket (see below).
 //! * [`SmolBackend`] is a `netpoll_stack::SocketBackend`: the non-blocking socket operations
 //!   that `netpoll_stack::{TcpListener, TcpStream}` loop over, so deadlines, close-while-blocked
 //!   and the error shapes are exactly those of the kernel backend. `listen(backlog)` is a real
@@ -17,13 +17,52 @@
 //!
 //! * [`Wire`]: two devices joined by in-memory queues, with seeded loss and corruption, in
 //!   simulated time ([`SimClock`]) or real time. [`WireNet`] builds two hosts on one scheduler.
-//! * `TapDevice` (feature `tap`, Linux): a TAP interface opened through `/dev/net/tun`,
+//! * `TapDevice` (feature `tap`, Linux; see its docs): a TAP interface opened through `/dev/net/tun`,
 //!   non-blocking, whose frames that cannot be written at once are queued and retried, and whose
 //!   errors surface from the source's `poll` instead of panicking. `TapNet` bundles it.
+//!
+//! CAUTION: a userspace stack transmits only while it is driven. `close` returns once the socket
+//! is handed over (as the kernel's does), but its unsent data and FIN leave only while some
+//! scheduler keeps polling the host's [`SmolSource`]; a program that stops its scheduler right
+//! after closing can cut the tail of a stream off. Closed sockets finish their handshake on
+//! their own (aborted after [`Config::linger`] without progress).
 //!
 //! What it does not do: UDP, IP fragmentation, TCP Fast Open, `SO_REUSEPORT`; connecting to one
 //! of the host's own addresses (smoltcp has no loopback path); closing the read half in TCP
 //! terms (`shutdown(Read)` only ends local reads).
+//!
+//! # How edges are found without rescanning every socket
+//!
+//! smoltcp has no per-socket change report: `Interface::poll` only says "something changed".
+//! Rescanning all sockets after every frame would make each frame cost O(sockets) twice over.
+//! Instead, every smoltcp socket we create carries one `Waker` (smoltcp's `async` feature) in
+//! both its receive and send registration. smoltcp wakes them on exactly the changes that can
+//! turn a `WouldBlock` into progress: new in-order data, an ACK that frees send space, and every
+//! state change (established, FIN, RST, timeout, reset). The waker pushes the socket's index
+//! onto a dirty list; after each frame and after egress the host processes only the dirty
+//! sockets: re-registers the waker (smoltcp's registration is one-shot), updates the sticky
+//! flags (`fin`, `reset`, `refused`), and reports the edges a waiter armed for.
+//!
+//! Arming (spec §4.4, the "one-shot `netpollarm`" option): a direction is armed when an
+//! operation on it returned `WouldBlock`, and disarmed when its edge is reported. Every
+//! operation tries before it waits (C1), so an unarmed direction needs no report, and a socket
+//! that stays readable while nobody waits produces no stream of events (C3).
+//!
+//! Costs that remain linear, all inside smoltcp: its TCP demux walks every socket in the set for
+//! each incoming segment (`Interface::process_tcp`), `poll_egress` walks every socket, and
+//! `poll_delay` asks every socket for its next timer. A listener with backlog `n` adds `n`
+//! sockets to every walk.
+//!
+//! # The listen backlog
+//!
+//! A listener is a pool of `backlog` smoltcp sockets listening on one port. A SYN takes a
+//! `LISTEN` socket of the pool; `accept` takes an established one and puts a fresh listening
+//! socket in its place. When no pool socket is in `LISTEN`, smoltcp itself would answer the
+//! next SYN with an RST (`process_tcp`: "The packet wasn't handled by a socket, send a TCP RST").
+//! The kernel drops such a SYN instead and the client retransmits, so the host looks at each
+//! incoming frame *before* smoltcp does and drops a connection request for a listener with no
+//! free socket (unless it is a retransmission that a pool socket in `SYN-RECEIVED` already
+//! owns). See [`HostStats::syns_dropped`].
 //!
 //! # Building a scheduler and backend by hand
 //!

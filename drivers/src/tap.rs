@@ -71,7 +71,35 @@ fn io_error(e: &io::Error) -> DriverError {
     DriverError::Io(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// A TAP interface as a smoltcp Ethernet device.
+/// A TAP interface as a smoltcp Ethernet device (feature `tap`, Linux).
+///
+/// Unlike smoltcp's `TunTapInterface`, which drops a frame when the write would block and
+/// panics on other errors, this device:
+///
+/// * queues a frame the kernel cannot take now (`EAGAIN`, `ENOBUFS`, `EINTR`) and retries the
+///   queue, in order, on every later receive/transmit; while frames are queued its
+///   [`TapWaiter`] also waits for `POLLOUT`. When the queue is full, `transmit` returns `None`,
+///   so smoltcp keeps the data in its socket buffers and retransmits later: no frame is
+///   dropped silently.
+/// * records any other error and reports it from the source's next poll
+///   ([`Wait::check`]), so the scheduler stops with the error instead of panicking.
+///
+/// ```no_run
+/// use netpoll_drivers::{Config, TapNet};
+/// use netpoll_stack::TcpListener;
+///
+/// // Inside a namespace where `ip tuntap add tap0 mode tap; ip addr add 10.0.0.2/24 dev tap0;
+/// // ip link set tap0 up` ran; smoltcp is 10.0.0.1.
+/// let mut net = TapNet::open("tap0", Config::default()).unwrap();
+/// let backend = net.backend.clone();
+/// net.scheduler.block_on(async move {
+///     let listener = TcpListener::bind(&backend, "10.0.0.1:7".parse().unwrap()).unwrap();
+///     let (conn, _) = listener.accept().await.unwrap();
+///     let mut buf = [0u8; 1024];
+///     let n = conn.read(&mut buf).await.unwrap();
+///     conn.write_all(&buf[..n]).await.unwrap();
+/// });
+/// ```
 pub struct TapDevice {
     shared: Arc<Shared>,
     name: String,

@@ -394,7 +394,15 @@ enum Mode {
     Threaded,
 }
 
-/// How a scheduler waits for frames on a [`Wire`]: see the [module docs](self).
+/// How a scheduler waits for frames on a [`Wire`].
+///
+/// * [`WireWaiter::simulated`] (no_std): a wait that finds no frame and no wake *advances a
+///   [`SimClock`]* by its timeout instead of sleeping, so TCP timers and deadlines run in
+///   simulated time, fast and deterministic. A wait without a timeout that could never end
+///   fails with [`DriverError::Deadlock`]. Single-threaded: only the scheduler that owns the
+///   waiter may drive the wire.
+/// * `WireWaiter::threaded` (`std`): a real condition-variable wait on the real clock, for two
+///   schedulers on two threads, or tasks on other threads.
 pub struct WireWaiter {
     core: Arc<WireCore>,
     watch: Watch,
