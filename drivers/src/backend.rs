@@ -266,6 +266,11 @@ impl<D: Device> Inner<D> {
         if addr.port() == 0 || addr.ip().is_unspecified() {
             return Err(ErrorKind::InvalidInput.into());
         }
+        if self.iface.has_ip_addr(IpAddress::from(addr.ip())) {
+            // smoltcp has no loopback path: the SYN would wait forever for an ARP answer from
+            // ourselves. Say so at once instead of hanging until a deadline.
+            return Err(ErrorKind::Unsupported.into());
+        }
         {
             let (st, _) = stream_parts(self, sock)?;
             if st.connecting || st.established {

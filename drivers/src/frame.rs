@@ -76,3 +76,81 @@ pub(crate) fn tcp_info(frame: &[u8], medium: Medium) -> Option<TcpInfo> {
         rst: tcp.rst(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetRepr, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
+    };
+
+    fn syn_frame(control: TcpControl, ack: Option<TcpSeqNumber>) -> std::vec::Vec<u8> {
+        let src = Ipv4Address::new(10, 0, 0, 2);
+        let dst = Ipv4Address::new(10, 0, 0, 1);
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            control,
+            seq_number: TcpSeqNumber(1),
+            ack_number: ack,
+            window_len: 1000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut buf = std::vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut f = EthernetFrame::new_unchecked(&mut buf);
+        eth.emit(&mut f);
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &caps);
+        let mut t = TcpPacket::new_unchecked(p.payload_mut());
+        tcp.emit(&mut t, &src.into(), &dst.into(), &caps);
+        buf
+    }
+
+    #[test]
+    fn recognises_connection_requests() {
+        let syn = tcp_info(&syn_frame(TcpControl::Syn, None), Medium::Ethernet).unwrap();
+        assert!(syn.is_connect());
+        assert_eq!((syn.src_port, syn.dst_port), (40000, 80));
+        assert_eq!(syn.dst, IpAddress::v4(10, 0, 0, 1));
+        let synack = tcp_info(
+            &syn_frame(TcpControl::Syn, Some(TcpSeqNumber(5))),
+            Medium::Ethernet,
+        )
+        .unwrap();
+        assert!(!synack.is_connect());
+        let rst = tcp_info(&syn_frame(TcpControl::Rst, None), Medium::Ethernet).unwrap();
+        assert!(rst.rst && !rst.is_connect());
+    }
+
+    #[test]
+    fn ignores_what_is_not_tcp_or_is_malformed() {
+        let frame = syn_frame(TcpControl::Syn, None);
+        assert_eq!(tcp_info(&frame[..20], Medium::Ethernet), None, "truncated");
+        assert_eq!(tcp_info(&[], Medium::Ethernet), None);
+        assert_eq!(tcp_info(&[0x60; 10], Medium::Ip), None);
+        let mut arp = frame.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(tcp_info(&arp, Medium::Ethernet), None);
+        // The IP packet alone parses on an IP-medium device.
+        assert!(tcp_info(&frame[14..], Medium::Ip).unwrap().is_connect());
+    }
+}

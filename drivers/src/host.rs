@@ -902,3 +902,49 @@ impl<D: Device> Inner<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_generations_never_alias() {
+        let mut slab = Slab::new();
+        let a = slab.insert(1);
+        assert_eq!(slab.next_index(), 1);
+        assert_eq!(slab.remove(a), Some(1));
+        assert_eq!(slab.next_index(), a.index, "the freed slot is reused");
+        let b = slab.insert(2);
+        assert_eq!(b.index, a.index);
+        assert_ne!(b.generation, a.generation);
+        assert_eq!(slab.get(a), None, "a stale id finds nothing");
+        assert_eq!(slab.get(b), Some(&2));
+        assert_eq!(slab.remove(a), None);
+        assert_eq!(slab.id_at(b.index), Some(b));
+    }
+
+    #[test]
+    fn ports_skip_taken_and_wrap() {
+        let mut ports = Ports::new((60000, 60002));
+        ports.listeners.insert(
+            60001,
+            Id {
+                index: 0,
+                generation: 1,
+            },
+        );
+        assert_eq!(ports.alloc(), Some(60000));
+        assert_eq!(ports.alloc(), Some(60002), "60001 has a listener");
+        assert_eq!(ports.alloc(), None, "all taken");
+        ports.release(60000);
+        assert_eq!(
+            ports.alloc(),
+            Some(60000),
+            "wraps around to the released port"
+        );
+        assert!(ports.in_use(60001) && ports.in_use(60002));
+        ports.release(60002);
+        assert_eq!(ports.pick(), Some(60002));
+        assert!(!ports.in_use(60002), "pick does not hold the port");
+    }
+}

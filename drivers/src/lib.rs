@@ -88,7 +88,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 extern crate alloc;
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
 mod backend;

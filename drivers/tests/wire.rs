@@ -550,6 +550,19 @@ fn ipv6_echo() {
     });
 }
 
+/// smoltcp cannot talk to itself: connecting to one's own address fails at once, clearly.
+#[test]
+fn connect_to_own_address_is_unsupported() {
+    let mut net = WireNet::new();
+    let a = net.a.clone();
+    let addr = net.addr_a(95);
+    net.scheduler.block_on(async move {
+        let _l = TcpListener::bind(&a, addr).unwrap();
+        let e = TcpStream::connect(&a, addr).await.expect_err("no loopback");
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+    });
+}
+
 #[test]
 fn listen_on_foreign_address_fails() {
     let net = WireNet::new();
