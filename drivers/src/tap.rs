@@ -67,6 +67,16 @@ fn transient(e: &io::Error) -> bool {
     ) || e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// Interface names are at most 15 bytes (`IFNAMSIZ` - 1) and contain no NUL.
+fn check_name(name: &str) -> Result<(), DriverError> {
+    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(DriverError::InvalidConfig(
+            "interface name longer than 15 bytes or containing NUL",
+        ));
+    }
+    Ok(())
+}
+
 fn io_error(e: &io::Error) -> DriverError {
     DriverError::Io(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -125,6 +135,7 @@ impl TapDevice {
     /// Needs `CAP_NET_ADMIN` (or a TAP device owned by the user). The interface must be brought
     /// up (`ip link set NAME up`) for frames to flow.
     pub fn open(name: &str) -> Result<TapDevice, DriverError> {
+        check_name(name)?;
         let (fd, name) = sys::open_tap(name).map_err(|e| io_error(&e))?;
         let mtu = sys::interface_mtu(&name).map_err(|e| io_error(&e))?;
         TapDevice::with_fd(fd, name, mtu)
@@ -132,6 +143,7 @@ impl TapDevice {
 
     /// Opens TAP interface `name` and uses `mtu` (IP MTU) instead of the interface's.
     pub fn open_with_mtu(name: &str, mtu: usize) -> Result<TapDevice, DriverError> {
+        check_name(name)?;
         let (fd, name) = sys::open_tap(name).map_err(|e| io_error(&e))?;
         TapDevice::with_fd(fd, name, mtu)
     }

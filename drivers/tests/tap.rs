@@ -258,3 +258,18 @@ fn kernel_burst_beyond_backlog_all_succeed() {
         eprintln!("burst: {stats:?}");
     });
 }
+
+/// Bad input is an error, never a panic (no device is created: the name is rejected first).
+#[test]
+fn invalid_interface_name_is_an_error() {
+    let e = TapDevice::open("a-name-far-too-long-for-ifnamsiz").expect_err("too long");
+    assert!(
+        matches!(e, netpoll_drivers::DriverError::InvalidConfig(_)),
+        "{e:?}"
+    );
+    let e = TapDevice::open_with_mtu("nul\0name", 1500).expect_err("NUL");
+    assert!(
+        matches!(e, netpoll_drivers::DriverError::InvalidConfig(_)),
+        "{e:?}"
+    );
+}
