@@ -13,6 +13,9 @@ pub enum DriverError {
     Deadlock,
     /// An OS call failed with this errno (TAP device, eventfd, `poll`).
     Io(i32),
+    /// The network interface is down: the kernel refuses the TAP device's frames (`EIO`);
+    /// bring it up (`ip link set NAME up`).
+    LinkDown,
     /// The configuration cannot work with this device: a multicast MAC, a medium smoltcp was
     /// not built for, more addresses or routes than smoltcp has room for.
     InvalidConfig(&'static str),
@@ -23,6 +26,7 @@ impl fmt::Display for DriverError {
         match self {
             DriverError::Deadlock => f.write_str("deadlock: the scheduler would block forever"),
             DriverError::Io(errno) => write!(f, "os error {errno}"),
+            DriverError::LinkDown => f.write_str("network interface is down"),
             DriverError::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
         }
     }

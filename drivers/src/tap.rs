@@ -55,7 +55,7 @@ impl Shared {
     fn fail(&self, e: &io::Error) {
         let mut slot = self.error.lock();
         if slot.is_none() {
-            *slot = Some(DriverError::Io(e.raw_os_error().unwrap_or(libc::EIO)));
+            *slot = Some(io_error(e));
         }
     }
 }
@@ -78,7 +78,12 @@ fn check_name(name: &str) -> Result<(), DriverError> {
 }
 
 fn io_error(e: &io::Error) -> DriverError {
-    DriverError::Io(e.raw_os_error().unwrap_or(libc::EIO))
+    match e.raw_os_error() {
+        // What `tun` answers while the interface is down.
+        Some(libc::EIO) => DriverError::LinkDown,
+        Some(errno) => DriverError::Io(errno),
+        None => DriverError::Io(libc::EIO),
+    }
 }
 
 /// A TAP interface as a smoltcp Ethernet device (feature `tap`, Linux).

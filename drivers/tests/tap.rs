@@ -273,3 +273,33 @@ fn invalid_interface_name_is_an_error() {
         "{e:?}"
     );
 }
+
+/// Frames sent while the interface is down stop the scheduler with a clear error instead of
+/// vanishing (no silent drop) or panicking.
+#[test]
+fn link_down_is_an_error() {
+    in_netns("link_down_is_an_error", || {
+        // Not brought up.
+        let device = TapDevice::open_with_mtu(TAP, 1500).expect("open the TAP device");
+        let config = Config::with_address(
+            IpCidr::new(Ipv4Address::new(10, 7, 0, 2).into(), 24),
+            EthernetAddress([0x02, 0, 0, 0x07, 0, 0x02]),
+        );
+        let mut net = TapNet::with_device(device, config).unwrap();
+        let backend = net.backend.clone();
+        let deadline = net.scheduler.handle().now() + Duration::from_secs(2);
+        let addr: SocketAddr = format!("{KERNEL}:9").parse().unwrap();
+        let r = net.scheduler.try_block_on(async move {
+            let _ = TcpStream::connect_deadline(&backend, addr, Some(deadline)).await;
+        });
+        assert!(
+            matches!(
+                r,
+                Err(netpoll_core::sched::RunError::Source(
+                    netpoll_drivers::DriverError::LinkDown
+                ))
+            ),
+            "{r:?}"
+        );
+    });
+}
