@@ -110,9 +110,18 @@ async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
 }
 
 async fn echo_conn(conn: TcpStream, peer: SocketAddr, buf_size: usize, quiet: bool) {
-    let mut buf = vec![0u8; buf_size];
+    // The default 128-byte buffer lives inside the task (no separate allocation per
+    // connection); larger ones go on the heap.
+    let mut inline = [0u8; 128];
+    let mut heap = Vec::new();
+    let buf = if buf_size <= inline.len() {
+        &mut inline[..buf_size]
+    } else {
+        heap.resize(buf_size, 0);
+        &mut heap[..]
+    };
     loop {
-        match conn.read(&mut buf).await {
+        match conn.read(buf).await {
             Ok(0) => break,
             Ok(n) => {
                 if let Err(e) = conn.write_all(&buf[..n]).await {
