@@ -8,16 +8,23 @@
 //!
 //! This crate does no I/O and reads no clock; it is `no_std` + `alloc`.
 //!
-//! ```ignore
-//! let listener = TcpListener::bind(&backend, "127.0.0.1:9009".parse()?)?;
-//! loop {
-//!     let (conn, _peer) = listener.accept().await?;
-//!     handle.spawn(async move {
-//!         let mut buf = [0u8; 128];
-//!         while let Ok(n @ 1..) = conn.read(&mut buf).await {
-//!             if conn.write_all(&buf[..n]).await.is_err() { break; }
-//!         }
-//!     });
+//! ```
+//! use netpoll_stack::{Error, SocketBackend, TcpListener};
+//!
+//! /// An echo server on any backend: kernel sockets or smoltcp.
+//! async fn serve<B: SocketBackend>(backend: &B) -> Result<(), Error> {
+//!     let listener = TcpListener::bind(backend, "127.0.0.1:9009".parse().unwrap())?;
+//!     loop {
+//!         let (conn, _peer) = listener.accept().await?;
+//!         backend.handle().spawn(async move {
+//!             let mut buf = [0u8; 128];
+//!             while let Ok(n @ 1..) = conn.read(&mut buf).await {
+//!                 if conn.write_all(&buf[..n]).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
+//!         });
+//!     }
 //! }
 //! ```
 #![no_std]

@@ -12,26 +12,9 @@
 //! Implement [`Harness`] (build a fresh scheduler and network per call, hand the body an
 //! [`Env`], block on it), then expand the suite in an integration test:
 //!
-//! ```ignore
-//! // tests/src/smoltcp.rs
-//! pub struct WireHarness;
-//! impl Harness for WireHarness {
-//!     type Backend = SmolBackend<WireDevice>;
-//!     fn run<F, Fut>(body: F)
-//!     where
-//!         F: FnOnce(Env<Self::Backend>) -> Fut,
-//!         Fut: Future<Output = ()>,
-//!     {
-//!         let mut net = WireNet::new();
-//!         // Two hosts, one scheduler: the server listens on A, the client connects from B.
-//!         let env = Env::new(net.a.clone(), net.b.clone(), IpAddr::V4(WIRE_ADDR_A), MAX_BUFFERED);
-//!         net.scheduler.block_on(body(env));
-//!     }
-//! }
-//!
-//! // tests/tests/smoltcp.rs
-//! netpoll_conformance::conformance_suite!(netpoll_conformance::smoltcp::WireHarness);
-//! ```
+//! See `tests/src/smoltcp.rs` ([`smoltcp::WireHarness`]) for a complete instance: two
+//! smoltcp hosts on an in-memory wire, one scheduler; `tests/tests/smoltcp.rs` expands the
+//! suite over it with one line, `conformance_suite!(netpoll_conformance::smoltcp::WireHarness)`.
 //!
 //! The [`Env`] carries a server-side backend, a client-side backend (the same value on the
 //! kernel; two hosts with different IPs on a smoltcp wire, both polled by **one** scheduler),
@@ -473,9 +456,8 @@ pub fn assert_closed(e: &Error, op: netpoll_stack::Op) {
 
 /// Expands to one `#[test] fn <case>()` per conformance case, running it on `$harness`.
 ///
-/// ```ignore
-/// netpoll_conformance::conformance_suite!(netpoll_conformance::hosted::HostedHarness);
-/// ```
+/// Used as `netpoll_conformance::conformance_suite!(netpoll_conformance::hosted::HostedHarness);`
+/// in an integration test (see `tests/tests/hosted.rs`).
 #[macro_export]
 macro_rules! conformance_suite {
     ($harness:ty) => {

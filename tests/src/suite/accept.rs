@@ -223,7 +223,7 @@ pub async fn c24_accept_skips_aborted_connection<B: SocketBackend>(env: Env<B>) 
     panic!("the live connection was never accepted");
 }
 
-/// #25 [K]: listen, close, listen again on the same address succeeds — also when a closed
+/// #25 \[K\]: listen, close, listen again on the same address succeeds — also when a closed
 /// connection left the port in TIME_WAIT (Go sets `SO_REUSEADDR`). Userspace equivalent: close
 /// releases the port synchronously.
 pub async fn c25_listen_close_listen_same_address<B: SocketBackend>(env: Env<B>) {

@@ -104,7 +104,7 @@ pub async fn d27_write_past_deadline_times_out<B: SocketBackend>(env: Env<B>) {
 }
 
 /// #28: the timeout error has Go's whole shape for read, write and accept: `Timeout()` and
-/// `Temporary()` true, not closed, op set, message "<op> …: i/o timeout", `io::ErrorKind::TimedOut`.
+/// `Temporary()` true, not closed, op set, message "`<op> …: i/o timeout`", `io::ErrorKind::TimedOut`.
 pub async fn d28_timeout_error_shape<B: SocketBackend>(env: Env<B>) {
     let ln = env.listen();
     let (_client, server) = env.pair_on(&ln).await;
@@ -543,7 +543,7 @@ pub async fn d38_various_deadlines_always_terminate<B: SocketBackend>(env: Env<B
     env.assert_no_waiters();
 }
 
-/// #39 [C], seen from the API: a stale deadline timer (its deadline since cleared, or its
+/// #39 \[C\], seen from the API: a stale deadline timer (its deadline since cleared, or its
 /// stream closed and the pollDesc slot reused) has no effect.
 pub async fn d39_stale_deadline_timer_has_no_effect<B: SocketBackend>(env: Env<B>) {
     let ln = env.listen();

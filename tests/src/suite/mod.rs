@@ -1,9 +1,9 @@
-//! The cases, one file per topic of spec §6: [`read`] (A), [`write`] (B), [`accept`] (C),
+//! The cases, one file per topic of spec §6: [`mod@read`] (A), [`mod@write`] (B), [`accept`] (C),
 //! [`deadline`] (D), [`close`] (E).
 //!
 //! Every case is `pub async fn <id>_<what><B: SocketBackend>(env: Env<B>)`; the id is the
 //! checklist number (`a01` is item 1, `e48` item 48). [`crate::conformance_suite!`] lists them
-//! all. Items 9, 39 (in part) and 50 are core properties ([C]) tested against the core's fake
+//! all. Items 9, 39 (in part) and 50 are core properties (\[C\]) tested against the core's fake
 //! readiness source; 49 is UDP-only.
 
 use core::future::{poll_fn, Future};
