@@ -8,7 +8,12 @@ use std::process::ExitCode;
 use std::task::Poll;
 use std::time::Duration;
 
-use netpoll_hosted::{signal, ErrorKind, Runtime, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
+
+use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
+use netpoll_drivers::{Config, TapNet};
+use netpoll_hosted::{signal, ErrorKind, Runtime};
+use netpoll_stack::{SocketBackend, TcpListener, TcpStream};
 
 /// Logs a line to stderr; a closed stderr must not take the server down (eprintln panics).
 macro_rules! log {
@@ -30,7 +35,14 @@ COMMANDS:
 
 ECHO OPTIONS:
     --listen ADDR     Address to listen on (IPv4 or [IPv6]:port) [default: 127.0.0.1:9009]
-    --backend NAME    I/O engine: `epoll` (the kernel TCP stack) [default: epoll]
+    --backend NAME    I/O engine [default: epoll]:
+                        epoll  the kernel TCP stack, readiness from epoll
+                        tap    smoltcp (userspace TCP/IP) over a TAP device; needs
+                               CAP_NET_ADMIN. See README (TAP walkthrough)
+    --tap NAME        TAP interface to create or attach to (tap backend) [default: nptap0]
+    --addr CIDR       smoltcp's own address on the TAP link (tap backend)
+                      [default: 10.7.0.2/24]; --listen must use this address or 0.0.0.0
+    --gateway IP      smoltcp's default IPv4 route (tap backend) [default: none]
     --buf BYTES       Per-connection read buffer size [default: 128]
     --quiet           Do not log per-connection errors
     -h, --help        Print this help
@@ -43,11 +55,29 @@ EXAMPLE:
     printf 'hello\\n' | nc -q1 127.0.0.1 9009
 ";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Epoll,
+    Tap,
+}
+
 #[derive(Debug)]
 struct EchoOptions {
     listen: SocketAddr,
     buf: usize,
     quiet: bool,
+    backend: Backend,
+    tap: String,
+    addr: (Ipv4Addr, u8),
+    gateway: Option<Ipv4Addr>,
+}
+
+fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("--addr {v:?}: expected an IPv4 CIDR such as 10.7.0.2/24");
+    let (ip, len) = v.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().ok().filter(|&l| l <= 32).ok_or_else(bad)?;
+    Ok((ip, len))
 }
 
 fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
@@ -55,6 +85,10 @@ fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
         listen: SocketAddr::from(([127, 0, 0, 1], 9009)),
         buf: 128,
         quiet: false,
+        backend: Backend::Epoll,
+        tap: "nptap0".into(),
+        addr: (Ipv4Addr::new(10, 7, 0, 2), 24),
+        gateway: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -71,14 +105,26 @@ fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
                     format!("--listen {v:?}: not an address ({e}); try 127.0.0.1:9009")
                 })?;
             }
-            "--backend" => match value("--backend")?.as_str() {
-                "epoll" => {}
-                other => {
-                    return Err(format!(
-                        "--backend {other:?}: unknown backend (known: epoll)"
-                    ))
+            "--backend" => {
+                opts.backend = match value("--backend")?.as_str() {
+                    "epoll" => Backend::Epoll,
+                    "tap" => Backend::Tap,
+                    other => {
+                        return Err(format!(
+                            "--backend {other:?}: unknown backend (known: epoll, tap)"
+                        ))
+                    }
                 }
-            },
+            }
+            "--tap" => opts.tap = value("--tap")?,
+            "--addr" => opts.addr = parse_cidr(&value("--addr")?)?,
+            "--gateway" => {
+                let v = value("--gateway")?;
+                opts.gateway = Some(
+                    v.parse()
+                        .map_err(|_| format!("--gateway {v:?}: expected an IPv4 address"))?,
+                );
+            }
             "--buf" => {
                 let v = value("--buf")?;
                 opts.buf = v
@@ -109,7 +155,12 @@ async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
     .await
 }
 
-async fn echo_conn(conn: TcpStream, peer: SocketAddr, buf_size: usize, quiet: bool) {
+async fn echo_conn<B: SocketBackend>(
+    conn: TcpStream<B>,
+    peer: SocketAddr,
+    buf_size: usize,
+    quiet: bool,
+) {
     // The default 128-byte buffer lives inside the task (no separate allocation per
     // connection); larger ones go on the heap.
     let mut inline = [0u8; 128];
@@ -142,20 +193,42 @@ async fn echo_conn(conn: TcpStream, peer: SocketAddr, buf_size: usize, quiet: bo
     let _ = conn.close().await;
 }
 
-async fn serve(listener: TcpListener, buf_size: usize, quiet: bool) {
+async fn serve<B: SocketBackend>(listener: TcpListener<B>, buf_size: usize, quiet: bool) {
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
-                netpoll_hosted::spawn(echo_conn(conn, peer, buf_size, quiet));
+                listener
+                    .handle()
+                    .spawn(echo_conn(conn, peer, buf_size, quiet));
             }
             Err(e) if e.kind() == ErrorKind::Closed => return,
             Err(e) => {
                 // Out of descriptors or buffers: back off and keep serving (as Go's net/http).
                 log!("netpoll echo: accept: {e}; retrying in 10ms");
-                netpoll_hosted::sleep(Duration::from_millis(10)).await;
+                listener.handle().sleep(Duration::from_millis(10)).await;
             }
         }
     }
+}
+
+/// Listens, serves until SIGINT/SIGTERM, then closes the listener.
+async fn echo_server<B: SocketBackend>(
+    backend: B,
+    opts: &EchoOptions,
+    engine: &str,
+) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(&backend, opts.listen).map_err(|e| format!("{}: {e}", opts.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    log!("netpoll echo: listening on {addr} (backend {engine})");
+    race(
+        serve(listener.clone(), opts.buf, opts.quiet),
+        signal::termination(),
+    )
+    .await;
+    log!("netpoll echo: shutting down");
+    let _ = listener.close().await;
+    Ok(())
 }
 
 fn run_echo(opts: EchoOptions) -> Result<(), String> {
@@ -163,21 +236,35 @@ fn run_echo(opts: EchoOptions) -> Result<(), String> {
     if let Err(e) = netpoll_hosted::raise_fd_limit() {
         log!("netpoll echo: could not raise the open-file limit: {e}");
     }
-    let mut rt = Runtime::new().map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&netpoll_hosted::backend(), opts.listen)
-            .map_err(|e| format!("{}: {e}", opts.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        log!("netpoll echo: listening on {addr} (backend epoll)");
-        race(
-            serve(listener.clone(), opts.buf, opts.quiet),
-            signal::termination(),
-        )
-        .await;
-        log!("netpoll echo: shutting down");
-        let _ = listener.close().await;
-        Ok(())
-    })
+    match opts.backend {
+        Backend::Epoll => {
+            let mut rt = Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+            let backend = rt.backend().clone();
+            rt.block_on(echo_server(backend, &opts, "epoll"))
+        }
+        Backend::Tap => {
+            let (ip, prefix) = opts.addr;
+            let mut config = Config::with_address(
+                IpCidr::new(ip.into(), prefix),
+                // A locally administered unicast MAC.
+                EthernetAddress([0x02, 0x6e, 0x70, 0x00, 0x00, 0x01]),
+            );
+            config.gateway_v4 = opts.gateway;
+            let mut net = TapNet::open(&opts.tap, config).map_err(|e| {
+                format!(
+                    "TAP device {:?}: {e} (the tap backend needs CAP_NET_ADMIN and /dev/net/tun)",
+                    opts.tap
+                )
+            })?;
+            log!(
+                "netpoll echo: smoltcp on TAP {} as {ip}/{prefix}; give the kernel side an address \
+                 in that subnet and bring the link up",
+                opts.tap
+            );
+            let backend = net.backend.clone();
+            net.scheduler.block_on(echo_server(backend, &opts, "tap"))
+        }
+    }
 }
 
 fn main() -> ExitCode {
