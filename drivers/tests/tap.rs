@@ -38,6 +38,15 @@ impl Drop for Netns {
     }
 }
 
+/// Outside CI a test without the privileges it needs skips with a message; in CI (`CI=true`,
+/// which runs as root) that is a failure, never a silent skip.
+fn skip(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}; CI must run the TAP tests");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
+
 /// Runs `body` inside a fresh network namespace (by re-running this test binary there).
 fn in_netns(test: &str, body: impl FnOnce()) {
     if std::env::var_os(ENV).is_some() {
@@ -46,7 +55,7 @@ fn in_netns(test: &str, body: impl FnOnce()) {
     }
     static N: AtomicU32 = AtomicU32::new(0);
     if !std::path::Path::new("/dev/net/tun").exists() {
-        eprintln!("SKIP {test}: no /dev/net/tun");
+        skip(test, "no /dev/net/tun");
         return;
     }
     let name = format!(
@@ -55,7 +64,10 @@ fn in_netns(test: &str, body: impl FnOnce()) {
         N.fetch_add(1, Ordering::Relaxed)
     );
     if !ip(&["netns", "add", &name]) {
-        eprintln!("SKIP {test}: cannot create a network namespace (needs root and iproute2)");
+        skip(
+            test,
+            "cannot create a network namespace (needs root and iproute2)",
+        );
         return;
     }
     let ns = Netns(name);
