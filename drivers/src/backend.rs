@@ -12,8 +12,9 @@
 //! | our own `shutdown(Read)` | `Ok(0)` | – | – |
 //!
 //! Every operation that queues egress (write, connect, shutdown, close) or opens the receive
-//! window (a read that took data) wakes the poller after releasing the host lock, so the
-//! segment leaves on the next drive pass, not at the next timeout (DESIGN.md rule 5).
+//! window (a read that took data) runs a bounded `poll_egress` inline, so the segment leaves
+//! before the operation returns, and then wakes the poller after releasing the host lock, so
+//! it re-reads smoltcp's timers (DESIGN.md rule 5).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -79,12 +80,22 @@ impl<D: Device> SmolBackend<D> {
         &self.host
     }
 
-    /// Runs `op` under the host lock, then wakes the poller if `op` queued egress.
+    /// Runs `op` under the host lock. If `op` queued egress or opened the window, transmits at
+    /// once (bounded egress, still under the lock) and then wakes the poller, which must
+    /// recompute its timeout: the segment just sent armed a retransmit timer (rule 5).
+    ///
+    /// Transmitting inline, not only waking the poller, means a segment leaves before the
+    /// operation returns even if the scheduler stops right after (a server task that closes
+    /// and ends `block_on`): the FIN is on the wire. Retransmissions still need the poller.
     fn with<R>(&self, op: impl FnOnce(&mut Inner<D>) -> R) -> R {
         let (r, kick) = {
             let mut inner = self.host.lock();
             let r = op(&mut inner);
-            (r, core::mem::take(&mut inner.kick))
+            let kick = core::mem::take(&mut inner.kick);
+            if kick {
+                inner.egress();
+            }
+            (r, kick)
         };
         if kick {
             // Go: netpollBreak. Outside the host lock: the poller takes it next.
@@ -340,6 +351,7 @@ impl<D: Device> Inner<D> {
         if st.shut_read {
             return Ok(0);
         }
+        let queued = s.recv_queue();
         match s.recv_slice(buf) {
             Ok(0) if buf.is_empty() => Ok(0),
             Ok(0) => {
@@ -348,8 +360,11 @@ impl<D: Device> Inner<D> {
                 Err(TryError::WouldBlock)
             }
             Ok(n) => {
-                // The window opened: a window update may be due (rule 5).
-                self.kick = true;
+                // The window opened. When it had shrunk below half, the peer may be waiting
+                // for the update (rule 5); smaller openings ride on the next ACK or poll.
+                if queued >= s.recv_capacity() / 2 {
+                    self.kick = true;
+                }
                 Ok(n)
             }
             Err(RecvError::Finished) => {

@@ -732,18 +732,7 @@ impl<D: Device> Inner<D> {
             }
         }
         more |= n == budget;
-        let mut rounds = 0;
-        while self
-            .iface
-            .poll_egress(ts, &mut self.device, &mut self.sockets)
-            == PollResult::SocketStateChanged
-        {
-            rounds += 1;
-            if rounds >= self.config.egress_budget.max(1) {
-                more = true;
-                break;
-            }
-        }
+        more |= self.egress_at(ts);
         self.process_dirty(events);
         for (key, r) in self.raised.drain(..) {
             events.push_event(key, r);
@@ -756,6 +745,28 @@ impl<D: Device> Inner<D> {
             delay = Some(Duration::from_millis(1));
         }
         Drive { more, delay }
+    }
+
+    /// Transmits what the sockets have queued: at most `egress_budget` rounds of
+    /// `poll_egress`. Returns whether the budget ran out.
+    pub(crate) fn egress(&mut self) -> bool {
+        let ts = self.now();
+        self.egress_at(ts)
+    }
+
+    fn egress_at(&mut self, ts: smoltcp::time::Instant) -> bool {
+        let mut rounds = 0;
+        while self
+            .iface
+            .poll_egress(ts, &mut self.device, &mut self.sockets)
+            == PollResult::SocketStateChanged
+        {
+            rounds += 1;
+            if rounds >= self.config.egress_budget.max(1) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Takes one frame from the device; drops it if it is a SYN beyond a full backlog,

@@ -698,3 +698,76 @@ fn data_to_a_closed_socket_draws_a_reset() {
         assert_eq!(e.kind(), ErrorKind::ConnectionReset);
     });
 }
+
+/// Two schedulers on two threads, one per end of a real-time wire: each waiter watches only
+/// its own side. The server's scheduler stops as soon as its task closed the connection: the
+/// FIN must already be on the wire (close transmits inline), or the client would never see EOF.
+#[cfg(feature = "std")]
+#[test]
+fn two_schedulers_on_two_threads() {
+    use std::sync::Arc;
+
+    use netpoll_core::{Clock, Scheduler};
+    use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
+    use netpoll_drivers::{
+        Config, Host, MonotonicClock, Side, SmolBackend, SmolSource, Watch, Wire, WireWaiter,
+    };
+
+    let clock: Arc<dyn Clock> = MonotonicClock::new();
+    let wire = Wire::new(WireConfig::default());
+    let config = |last: u8| {
+        Config::with_address(
+            IpCidr::new(Ipv4Address::new(10, 0, 0, last).into(), 24),
+            EthernetAddress([2, 0, 0, 0, 0, last]),
+        )
+    };
+    let build = |side: Side, last: u8| {
+        let host = Host::new(wire.device(side), config(last), clock.clone()).unwrap();
+        let source =
+            SmolSource::new(WireWaiter::threaded(&wire, Watch::Side(side))).with_host(host.clone());
+        let scheduler = Scheduler::new(source, clock.clone());
+        let backend = SmolBackend::new(host, scheduler.handle().clone());
+        (scheduler, backend)
+    };
+    let (mut sched_a, a) = build(Side::A, 1);
+    let (mut sched_b, b) = build(Side::B, 2);
+    let addr: SocketAddr = "10.0.0.1:96".parse().unwrap();
+    let listener = TcpListener::bind(&a, addr).unwrap();
+    let server = std::thread::spawn(move || sched_a.block_on(echo_server(listener)));
+    let data = random_bytes(1 << 20, 3);
+    let expect = data.clone();
+    let hb = b.host().clone();
+    let ha = a.host().clone();
+    let w2 = wire.clone();
+    std::thread::spawn(move || {
+        for _ in 0..10 {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            eprintln!(
+                "A={:?} B={:?} {:?} qa={} qb={}",
+                ha.socket_states()
+                    .iter()
+                    .filter(|s| **s != netpoll_drivers::smoltcp::socket::tcp::State::Listen)
+                    .collect::<Vec<_>>(),
+                hb.socket_states(),
+                w2.stats(),
+                w2.queued(Side::A),
+                w2.queued(Side::B)
+            );
+        }
+    });
+    let got = sched_b.block_on(async move {
+        let conn = TcpStream::connect(&b, addr).await.unwrap();
+        let writer = {
+            let conn = conn.clone();
+            conn.handle().clone().spawn(async move {
+                conn.write_all(&data).await.unwrap();
+                conn.shutdown_write().unwrap();
+            })
+        };
+        let got = read_to_end(&conn).await;
+        writer.await;
+        got
+    });
+    server.join().unwrap();
+    assert!(got == expect);
+}
