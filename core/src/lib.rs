@@ -7,8 +7,9 @@
 //! I/O readiness through [`source::ReadinessSource`]. It builds for `x86_64-unknown-none`.
 //!
 //! It does not do I/O. Sockets, their syscalls or their userspace stack live in backends
-//! (`netpoll-hosted`, `netpoll-drivers`); the user API that runs Go's `internal/poll` loops over
-//! them lives in `netpoll-stack`.
+//! (`netpoll-hosted`, `netpoll-drivers`), which implement the [`backend::SocketBackend`]
+//! contract defined here; the user API that runs Go's `internal/poll` loops over them lives in
+//! `netpoll-stack`.
 //!
 //! # Glossary (Rust name → Go name)
 //!
@@ -53,6 +54,7 @@
 
 extern crate alloc;
 
+pub mod backend;
 pub mod poll_desc;
 pub mod sched;
 pub mod source;
@@ -61,6 +63,7 @@ mod sync;
 pub mod testing;
 pub mod time;
 
+pub use backend::{ErrorKind, Shutdown, SocketBackend, TryError};
 pub use poll_desc::{PollCache, PollDesc, PollError};
 pub use sched::{yield_now, Handle, JoinHandle, Scheduler};
 pub use source::{Direction, Events, Key, Notifier, Readiness, ReadinessSource};

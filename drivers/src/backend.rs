@@ -1,4 +1,4 @@
-//! [`SmolBackend`]: the `netpoll_stack::SocketBackend` over a smoltcp [`Host`].
+//! [`SmolBackend`]: the `netpoll_core::SocketBackend` over a smoltcp [`Host`].
 //!
 //! Error mapping (smoltcp reports only `InvalidState` / `Finished`; the host's sticky flags say
 //! why):
@@ -21,8 +21,8 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
+use netpoll_core::backend::{ErrorKind, Shutdown, SocketBackend, TryError};
 use netpoll_core::{Handle, Key, Readiness};
-use netpoll_stack::{ErrorKind, Shutdown, SocketBackend, TryError};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};

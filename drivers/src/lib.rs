@@ -7,7 +7,7 @@
 //!   `poll`, which *drives* smoltcp (bounded ingress, egress, smoltcp's own timers folded into
 //!   the timeout) and reports generation-tagged readiness edges, found from smoltcp's socket
 //!   wakers rather than by rescanning every socket (see below).
-//! * [`SmolBackend`] is a `netpoll_stack::SocketBackend`: the non-blocking socket operations
+//! * [`SmolBackend`] is a `netpoll_core::SocketBackend`: the non-blocking socket operations
 //!   that `netpoll_stack::{TcpListener, TcpStream}` loop over, so deadlines, close-while-blocked
 //!   and the error shapes are exactly those of the kernel backend. `listen(backlog)` is a real
 //!   bounded accept queue (a pool of smoltcp sockets; SYNs past it are dropped, not reset).

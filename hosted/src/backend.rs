@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use netpoll_core::backend::{ErrorKind, Shutdown, SocketBackend, TryError};
 use netpoll_core::{Handle, Key};
-use netpoll_stack::{ErrorKind, Shutdown, SocketBackend, TryError};
 
 use crate::source::Poller;
 use crate::sys::socket as sock;

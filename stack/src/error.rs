@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use netpoll_core::PollError;
+pub use netpoll_core::backend::{ErrorKind, TryError};
 
 /// The operation that failed (Go: `OpError.Op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,88 +45,6 @@ impl Op {
             Op::Shutdown => "shutdown",
             Op::Set => "set",
             Op::Get => "get",
-        }
-    }
-}
-
-/// Why an operation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The socket was closed locally (Go: `net.ErrClosed`).
-    Closed,
-    /// The deadline passed (Go: `os.ErrDeadlineExceeded`).
-    TimedOut,
-    /// The readiness source reported an error-only event (Go: `ErrNotPollable`).
-    NotPollable,
-    /// The peer reset the connection (RST; Go: `ECONNRESET`). Not EOF, not temporary.
-    ConnectionReset,
-    /// Nobody listens at the address (Go: `ECONNREFUSED`).
-    ConnectionRefused,
-    /// The connection was aborted (Go: `ECONNABORTED`).
-    ConnectionAborted,
-    /// Writing after our own or the peer's shutdown (Go: `EPIPE`).
-    BrokenPipe,
-    /// The socket is not connected (Go: `ENOTCONN`).
-    NotConnected,
-    /// The local address is taken (Go: `EADDRINUSE`).
-    AddrInUse,
-    /// The local address is not ours (Go: `EADDRNOTAVAIL`).
-    AddrNotAvailable,
-    /// No route to the host (Go: `EHOSTUNREACH`).
-    HostUnreachable,
-    /// The network is unreachable (Go: `ENETUNREACH`).
-    NetworkUnreachable,
-    /// An argument was invalid (Go: `EINVAL`).
-    InvalidInput,
-    /// Out of sockets, buffers, ports or descriptors (Go: `EMFILE`, `ENOBUFS`, ...).
-    OutOfResources,
-    /// The backend cannot do this.
-    Unsupported,
-    /// Any other OS error, by errno.
-    Os(i32),
-}
-
-impl ErrorKind {
-    /// Go's message for this error.
-    pub fn message(self) -> &'static str {
-        match self {
-            ErrorKind::Closed => "use of closed network connection",
-            ErrorKind::TimedOut => "i/o timeout",
-            ErrorKind::NotPollable => "not pollable",
-            ErrorKind::ConnectionReset => "connection reset by peer",
-            ErrorKind::ConnectionRefused => "connection refused",
-            ErrorKind::ConnectionAborted => "software caused connection abort",
-            ErrorKind::BrokenPipe => "broken pipe",
-            ErrorKind::NotConnected => "transport endpoint is not connected",
-            ErrorKind::AddrInUse => "address already in use",
-            ErrorKind::AddrNotAvailable => "cannot assign requested address",
-            ErrorKind::HostUnreachable => "no route to host",
-            ErrorKind::NetworkUnreachable => "network is unreachable",
-            ErrorKind::InvalidInput => "invalid argument",
-            ErrorKind::OutOfResources => "no buffer space available",
-            ErrorKind::Unsupported => "operation not supported",
-            ErrorKind::Os(_) => "os error",
-        }
-    }
-}
-
-impl From<PollError> for ErrorKind {
-    /// Go: `convertErr` in `internal/poll/fd_poll_runtime.go`.
-    fn from(e: PollError) -> Self {
-        match e {
-            PollError::Closing => ErrorKind::Closed,
-            PollError::TimedOut => ErrorKind::TimedOut,
-            PollError::NotPollable => ErrorKind::NotPollable,
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorKind::Os(errno) => write!(f, "os error {errno}"),
-            k => f.write_str(k.message()),
         }
     }
 }
@@ -195,33 +113,6 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
-/// The outcome of a non-blocking attempt (`try_*`): in the blocking API `WouldBlock` is never
-/// an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryError {
-    /// Nothing can be done now; wait for readiness and retry (Go: `EAGAIN`).
-    WouldBlock,
-    /// The attempt failed.
-    Failed(ErrorKind),
-}
-
-impl From<ErrorKind> for TryError {
-    fn from(k: ErrorKind) -> Self {
-        TryError::Failed(k)
-    }
-}
-
-impl fmt::Display for TryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TryError::WouldBlock => f.write_str("operation would block"),
-            TryError::Failed(k) => k.fmt(f),
-        }
-    }
-}
-
-impl core::error::Error for TryError {}
-
 #[cfg(feature = "std")]
 extern crate std;
 
@@ -244,7 +135,8 @@ impl From<Error> for std::io::Error {
             ErrorKind::InvalidInput => K::InvalidInput,
             ErrorKind::OutOfResources => K::OutOfMemory,
             ErrorKind::Unsupported => K::Unsupported,
-            ErrorKind::NotPollable | ErrorKind::Os(_) => K::Other,
+            // `ErrorKind` is non-exhaustive: kinds added later map to `Other` until listed here.
+            _ => K::Other,
         };
         std::io::Error::new(kind, e)
     }

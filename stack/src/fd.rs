@@ -15,8 +15,8 @@ use core::task::{Poll, Waker};
 
 use netpoll_core::{Direction, PollDesc};
 
-use crate::backend::SocketBackend;
 use crate::error::ErrorKind;
+use netpoll_core::backend::SocketBackend;
 
 #[derive(Debug, Default)]
 struct FdState {

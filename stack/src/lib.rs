@@ -32,12 +32,11 @@
 
 extern crate alloc;
 
-pub mod backend;
 pub mod error;
 mod fd;
 pub mod tcp;
 
-pub use backend::{Shutdown, SocketBackend};
 pub use error::{Error, ErrorKind, Op, TryError};
+pub use netpoll_core::backend::{self, Shutdown, SocketBackend};
 pub use netpoll_core::{Handle, Instant};
 pub use tcp::{TcpListener, TcpStream, DEFAULT_BACKLOG};

@@ -12,9 +12,9 @@ use core::sync::atomic::Ordering;
 
 use netpoll_core::{Direction, Handle, Instant};
 
-use crate::backend::{Shutdown, SocketBackend};
 use crate::error::{Error, ErrorKind, Op, TryError};
 use crate::fd::Fd;
+use netpoll_core::backend::{Shutdown, SocketBackend};
 
 /// Go's default listen backlog when the OS value is unknown (`maxListenerBacklog`).
 pub const DEFAULT_BACKLOG: u32 = 128;

@@ -1,5 +1,7 @@
-//! The socket-backend contract: what `hosted` (kernel sockets) and `drivers` (smoltcp)
-//! implement so that the loops in [`crate::tcp`] run unchanged on both.
+//! The socket-backend contract: what `netpoll-hosted` (kernel sockets) and `netpoll-drivers`
+//! (smoltcp) implement so that the loops of `netpoll-stack` (Go's `internal/poll`) run
+//! unchanged on both. It lives in the core so that backends depend on the core only
+//! (`stack → core ← hosted, drivers`).
 //!
 //! A backend owns sockets and does non-blocking I/O on them; it never waits. Waiting is the
 //! core's job: the stack registers each socket under its pollDesc's [`Key`], and the backend's
@@ -17,9 +19,11 @@
 
 use core::net::SocketAddr;
 
-use netpoll_core::{Handle, Key};
+use core::fmt;
 
-use crate::error::{ErrorKind, TryError};
+use crate::poll_desc::PollError;
+use crate::sched::Handle;
+use crate::source::Key;
 
 /// Which half of a connection to shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,3 +107,112 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
     /// when this returns.
     fn close(&self, socket: &Self::Socket, abort: bool);
 }
+
+/// Why an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The socket was closed locally (Go: `net.ErrClosed`).
+    Closed,
+    /// The deadline passed (Go: `os.ErrDeadlineExceeded`).
+    TimedOut,
+    /// The readiness source reported an error-only event (Go: `ErrNotPollable`).
+    NotPollable,
+    /// The peer reset the connection (RST; Go: `ECONNRESET`). Not EOF, not temporary.
+    ConnectionReset,
+    /// Nobody listens at the address (Go: `ECONNREFUSED`).
+    ConnectionRefused,
+    /// The connection was aborted (Go: `ECONNABORTED`).
+    ConnectionAborted,
+    /// Writing after our own or the peer's shutdown (Go: `EPIPE`).
+    BrokenPipe,
+    /// The socket is not connected (Go: `ENOTCONN`).
+    NotConnected,
+    /// The local address is taken (Go: `EADDRINUSE`).
+    AddrInUse,
+    /// The local address is not ours (Go: `EADDRNOTAVAIL`).
+    AddrNotAvailable,
+    /// No route to the host (Go: `EHOSTUNREACH`).
+    HostUnreachable,
+    /// The network is unreachable (Go: `ENETUNREACH`).
+    NetworkUnreachable,
+    /// An argument was invalid (Go: `EINVAL`).
+    InvalidInput,
+    /// Out of sockets, buffers, ports or descriptors (Go: `EMFILE`, `ENOBUFS`, ...).
+    OutOfResources,
+    /// The backend cannot do this.
+    Unsupported,
+    /// Any other OS error, by errno.
+    Os(i32),
+}
+
+impl ErrorKind {
+    /// Go's message for this error.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorKind::Closed => "use of closed network connection",
+            ErrorKind::TimedOut => "i/o timeout",
+            ErrorKind::NotPollable => "not pollable",
+            ErrorKind::ConnectionReset => "connection reset by peer",
+            ErrorKind::ConnectionRefused => "connection refused",
+            ErrorKind::ConnectionAborted => "software caused connection abort",
+            ErrorKind::BrokenPipe => "broken pipe",
+            ErrorKind::NotConnected => "transport endpoint is not connected",
+            ErrorKind::AddrInUse => "address already in use",
+            ErrorKind::AddrNotAvailable => "cannot assign requested address",
+            ErrorKind::HostUnreachable => "no route to host",
+            ErrorKind::NetworkUnreachable => "network is unreachable",
+            ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::OutOfResources => "no buffer space available",
+            ErrorKind::Unsupported => "operation not supported",
+            ErrorKind::Os(_) => "os error",
+        }
+    }
+}
+
+impl From<PollError> for ErrorKind {
+    /// Go: `convertErr` in `internal/poll/fd_poll_runtime.go`.
+    fn from(e: PollError) -> Self {
+        match e {
+            PollError::Closing => ErrorKind::Closed,
+            PollError::TimedOut => ErrorKind::TimedOut,
+            PollError::NotPollable => ErrorKind::NotPollable,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Os(errno) => write!(f, "os error {errno}"),
+            k => f.write_str(k.message()),
+        }
+    }
+}
+
+/// The outcome of a non-blocking attempt (`try_*`): in the blocking API `WouldBlock` is never
+/// an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryError {
+    /// Nothing can be done now; wait for readiness and retry (Go: `EAGAIN`).
+    WouldBlock,
+    /// The attempt failed.
+    Failed(ErrorKind),
+}
+
+impl From<ErrorKind> for TryError {
+    fn from(k: ErrorKind) -> Self {
+        TryError::Failed(k)
+    }
+}
+
+impl fmt::Display for TryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryError::WouldBlock => f.write_str("operation would block"),
+            TryError::Failed(k) => k.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for TryError {}
