@@ -194,6 +194,7 @@ impl TapDevice {
     pub fn waiter(&self) -> TapWaiter {
         TapWaiter {
             shared: self.shared.clone(),
+            extra: None,
         }
     }
 
@@ -330,14 +331,35 @@ impl Device for TapDevice {
 }
 
 /// Waits in `poll(2)` on the TAP fd (readable; writable while frames are queued) and an
-/// eventfd that [`Wait::wake`] signals (Go: `netpollBreak`'s eventfd).
+/// eventfd that [`Wait::wake`] signals (Go: `netpollBreak`'s eventfd), plus optionally one
+/// more descriptor ([`TapWaiter::also_watch`]).
 pub struct TapWaiter {
     shared: Arc<Shared>,
+    /// A descriptor whose readability also ends a wait (another poller's fd).
+    extra: Option<OwnedFd>,
 }
 
 impl fmt::Debug for TapWaiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TapWaiter")
+        f.debug_struct("TapWaiter")
+            .field("also_watches", &self.extra.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapWaiter {
+    /// Also ends a blocking [`Wait::wait`] when `fd` is readable (or hung up), so one thread can
+    /// sleep on the TAP device and on another event source at once: typically an epoll
+    /// instance's descriptor, whose readiness the caller harvests after each wait
+    /// (`netpoll_hosted`'s mixed source does exactly that for kernel sockets).
+    ///
+    /// The waiter owns `fd` (pass a duplicate to keep your own: `fd.try_clone()`). It never
+    /// reads from it: whoever owns the underlying object must consume what made it readable,
+    /// or every later wait returns at once. An invalid descriptor makes `wait` fail. Replaces a
+    /// descriptor watched before.
+    pub fn also_watch(mut self, fd: OwnedFd) -> TapWaiter {
+        self.extra = Some(fd);
+        self
     }
 }
 
@@ -367,10 +389,11 @@ impl Wait for TapWaiter {
         if shared.backlog.load(Ordering::Acquire) {
             events |= libc::POLLOUT;
         }
-        let r = sys::poll2(
+        let r = sys::poll_fds(
             shared.fd.as_fd(),
             events,
             shared.event.as_fd(),
+            self.extra.as_ref().map(AsFd::as_fd),
             timeout_ms(timeout),
         );
         // SeqCst: ends the Dekker window opened above.
@@ -389,6 +412,10 @@ impl Wait for TapWaiter {
                 if rev.tap & (libc::POLLERR | libc::POLLNVAL) != 0 {
                     return Err(DriverError::Io(libc::EIO));
                 }
+                if rev.extra & libc::POLLNVAL != 0 {
+                    return Err(DriverError::Io(libc::EBADF));
+                }
+                // Readable (or hung up) extra fd: nothing to consume here; its owner harvests.
                 Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),

@@ -315,3 +315,48 @@ fn link_down_is_an_error() {
         );
     });
 }
+
+/// A waiter that also watches another descriptor sleeps until that descriptor is readable,
+/// then returns promptly; without input there it still sleeps for its whole timeout.
+#[test]
+fn waiter_also_watches_an_extra_fd() {
+    use netpoll_drivers::Wait;
+    use std::time::Instant;
+
+    in_netns("waiter_also_watches_an_extra_fd", || {
+        let device = TapDevice::open_with_mtu(TAP, 1500).expect("open the TAP device");
+        // Down: no frame from the kernel can end a wait.
+        let (mut reader, mut writer) = std::io::pipe().expect("pipe");
+        let watched = reader.try_clone().expect("dup the pipe's read end");
+        let waiter = device.waiter().also_watch(watched.into());
+        assert!(format!("{waiter:?}").contains("also_watches: true"));
+
+        // Nothing readable: the whole timeout passes.
+        let t0 = Instant::now();
+        waiter.wait(Some(Duration::from_millis(100))).unwrap();
+        let slept = t0.elapsed();
+        assert!(slept >= Duration::from_millis(90), "woke after {slept:?}");
+
+        // Readable from another thread: a wait without timeout ends.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            writer.write_all(b"x").unwrap();
+            writer
+        });
+        let t0 = Instant::now();
+        waiter.wait(None).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let _writer = t.join().unwrap();
+
+        // The waiter consumes nothing: still readable, the next wait returns at once...
+        let t0 = Instant::now();
+        waiter.wait(Some(Duration::from_secs(10))).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        // ...until the owner drains it.
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).unwrap();
+        let t0 = Instant::now();
+        waiter.wait(Some(Duration::from_millis(100))).unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(90));
+    });
+}

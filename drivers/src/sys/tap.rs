@@ -146,37 +146,48 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
     read(fd, &mut buf).map(|_| ())
 }
 
-/// What `poll2` saw.
+/// What `poll_fds` saw.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Revents {
     pub(crate) tap: libc::c_short,
     pub(crate) event: libc::c_short,
+    /// The extra descriptor's events (0 when there is none).
+    pub(crate) extra: libc::c_short,
 }
 
-/// `poll(2)` on the TAP fd (for `tap_events`) and an eventfd (for input), up to `timeout_ms`
-/// (-1: no limit).
-pub(crate) fn poll2(
+/// `poll(2)` on the TAP fd (for `tap_events`), an eventfd (for input) and, if given, one more
+/// descriptor (for input), up to `timeout_ms` (-1: no limit).
+pub(crate) fn poll_fds(
     tap: BorrowedFd<'_>,
     tap_events: libc::c_short,
     event: BorrowedFd<'_>,
+    extra: Option<BorrowedFd<'_>>,
     timeout_ms: libc::c_int,
 ) -> io::Result<Revents> {
+    let pollfd = |fd: BorrowedFd<'_>, events| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
     let mut fds = [
-        libc::pollfd {
-            fd: tap.as_raw_fd(),
-            events: tap_events,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: event.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        pollfd(tap, tap_events),
+        pollfd(event, libc::POLLIN),
+        // A negative fd is ignored by poll(2) (its `revents` stays 0).
+        extra.map_or(
+            libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            },
+            |fd| pollfd(fd, libc::POLLIN),
+        ),
     ];
-    // SAFETY: `fds` is a live array of two `pollfd`s, and its length is passed with it.
-    cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) })?;
+    let n = if extra.is_some() { 3 } else { 2 };
+    // SAFETY: `fds` is a live array of at least `n` `pollfd`s, and `n` is passed with it.
+    cvt(unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) })?;
     Ok(Revents {
         tap: fds[0].revents,
         event: fds[1].revents,
+        extra: fds[2].revents,
     })
 }
