@@ -24,7 +24,7 @@ mod runtime;
 pub use backend::{error_kind, KernelBackend, KernelSocket};
 pub use netpoll_core::{yield_now, Handle, Instant, JoinHandle};
 pub use netpoll_stack::{Error, ErrorKind, Op};
-pub use runtime::{backend, handle, now, sleep, spawn, MonotonicClock, Runtime};
+pub use runtime::{backend, handle, now, sleep, spawn, Builder, MonotonicClock, Runtime};
 pub use source::{EpollSource, EventFdNotifier, PollStats};
 
 /// A TCP listener on kernel sockets.

@@ -3,9 +3,12 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
+use netpoll_core::sched::{Park, RunError};
 use netpoll_core::{Clock, Handle, Instant, JoinHandle, Scheduler};
 
 use crate::backend::KernelBackend;
@@ -32,7 +35,79 @@ thread_local! {
     static CURRENT: RefCell<Option<(Handle, KernelBackend)>> = const { RefCell::new(None) };
 }
 
-/// A netpoll runtime on Linux: one thread running tasks, blocking in `epoll_wait` when idle.
+/// Parks worker threads with `std::thread::park` (a futex on Linux).
+#[derive(Debug, Default)]
+struct ThreadPark {
+    threads: Mutex<Vec<Option<Thread>>>,
+}
+
+impl ThreadPark {
+    fn register(&self, worker: usize) {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if threads.len() <= worker {
+            threads.resize(worker + 1, None);
+        }
+        threads[worker] = Some(std::thread::current());
+    }
+}
+
+impl Park for ThreadPark {
+    fn park(&self, _worker: usize) {
+        std::thread::park();
+    }
+
+    fn unpark(&self, worker: usize) {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(t)) = threads.get(worker) {
+            t.unpark();
+        }
+    }
+}
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    workers: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+impl Builder {
+    /// Worker threads, including the one that calls [`Runtime::block_on`] (at least 1;
+    /// default: the number of CPUs). One worker is a single-threaded runtime.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Creates the epoll instance, its eventfd and the scheduler.
+    pub fn build(self) -> io::Result<Runtime> {
+        let poller = Poller::new()?;
+        let park = Arc::new(ThreadPark::default());
+        let source = EpollSource::new(poller.clone());
+        let clock = Arc::new(MonotonicClock);
+        let scheduler = if self.workers == 1 {
+            Scheduler::new(source, clock)
+        } else {
+            Scheduler::with_workers(source, clock, self.workers, park.clone())
+        };
+        let backend = KernelBackend::new(poller, scheduler.handle().clone());
+        Ok(Runtime {
+            scheduler,
+            backend,
+            park,
+        })
+    }
+}
+
+/// A netpoll runtime on Linux: worker threads running tasks, one of them blocking in
+/// `epoll_wait` when there is nothing to run, the others parked.
 ///
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
@@ -51,44 +126,115 @@ thread_local! {
 pub struct Runtime {
     scheduler: Scheduler<EpollSource>,
     backend: KernelBackend,
+    park: Arc<ThreadPark>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("handle", self.scheduler.handle())
+            .field("scheduler", &self.scheduler)
             .finish_non_exhaustive()
     }
 }
 
+/// Sets the thread's current runtime for the free functions, restoring the previous on drop.
+struct EnterGuard(Option<(Handle, KernelBackend)>);
+
+impl EnterGuard {
+    fn enter(handle: &Handle, backend: &KernelBackend) -> Self {
+        EnterGuard(CURRENT.with(|c| c.borrow_mut().replace((handle.clone(), backend.clone()))))
+    }
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
 impl Runtime {
-    /// Creates the epoll instance, its eventfd and the scheduler.
+    /// A runtime with the default configuration (one worker per CPU).
     pub fn new() -> io::Result<Self> {
-        let poller = Poller::new()?;
-        let scheduler = Scheduler::new(EpollSource::new(poller.clone()), Arc::new(MonotonicClock));
-        let backend = KernelBackend::new(poller, scheduler.handle().clone());
-        Ok(Runtime { scheduler, backend })
+        Builder::default().build()
     }
 
-    /// Runs `future` to completion on this thread, with spawned tasks, timers and I/O.
+    /// Configures a runtime.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Runs `future` to completion on this thread, with spawned tasks, timers and I/O on this
+    /// thread and the other workers' threads (started here, stopped before this returns).
     /// Inside, the free functions ([`spawn`], [`backend`], [`now`], [`sleep`]) use this runtime.
     ///
     /// # Panics
-    /// If epoll fails (the epoll descriptor is broken) or a task panics.
+    /// If epoll fails (the epoll descriptor is broken), or a task panics (on any worker: the
+    /// panic is re-raised here).
     pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
-        let previous = CURRENT.with(|c| {
-            c.borrow_mut()
-                .replace((self.scheduler.handle().clone(), self.backend.clone()))
-        });
-        struct Restore(Option<(Handle, KernelBackend)>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let prev = self.0.take();
-                CURRENT.with(|c| *c.borrow_mut() = prev);
+        let _enter = EnterGuard::enter(self.scheduler.handle(), &self.backend);
+        self.park.register(0);
+        self.scheduler.prepare_workers();
+        let threads: Vec<_> = (1..self.scheduler.workers())
+            .map(|id| {
+                let worker = self.scheduler.worker(id);
+                let (handle, backend, park) = (
+                    self.scheduler.handle().clone(),
+                    self.backend.clone(),
+                    self.park.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("netpoll-worker-{id}"))
+                    .spawn(move || {
+                        let _enter = EnterGuard::enter(&handle, &backend);
+                        park.register(id);
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())) {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => {
+                                handle.poison();
+                                panic!("netpoll worker {id}: {e}");
+                            }
+                            Err(payload) => {
+                                // Go crashes on a panicking goroutine; we stop the runtime and
+                                // re-raise the panic from `block_on`.
+                                handle.poison();
+                                Err(payload)
+                            }
+                        }
+                    })
+                    .expect("spawn a netpoll worker thread")
+            })
+            .collect();
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.scheduler.try_block_on(future)));
+        if result.is_err() {
+            // A task panicked on this thread: stop the other workers before joining them.
+            self.scheduler.poison();
+        }
+        // `try_block_on` stopped the workers (or a worker poisoned the scheduler).
+        let mut worker_panic = None;
+        for t in threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(payload)) | Err(payload) => {
+                    worker_panic.get_or_insert(payload);
+                }
             }
         }
-        let _restore = Restore(previous);
-        self.scheduler.block_on(future)
+        match result {
+            Ok(Ok(v)) => v,
+            Ok(Err(RunError::WorkerPanicked)) => match worker_panic {
+                Some(payload) => std::panic::resume_unwind(payload),
+                None => panic!("netpoll: a worker thread panicked"),
+            },
+            Ok(Err(e)) => panic!("netpoll scheduler: {e}"),
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+
+    /// How many worker threads run tasks (including the one in `block_on`).
+    pub fn workers(&self) -> usize {
+        self.scheduler.workers()
     }
 
     /// The scheduler handle (spawn, time, pollDescs).

@@ -10,7 +10,9 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
+use core::pin::Pin;
 use core::sync::atomic::AtomicBool;
+use core::task::Context;
 use core::task::{Poll, Waker};
 
 use netpoll_core::{Direction, PollDesc};
@@ -95,28 +97,14 @@ impl<B: SocketBackend> Fd<B> {
     }
 
     /// Takes the lock of `dir` plus a reference (Go: `rwlock`), queueing behind the current
-    /// holder. Fails with `Closed` if the fd is or becomes closed while queued.
-    pub(crate) fn lock(
-        &self,
-        dir: Direction,
-    ) -> impl Future<Output = Result<FdGuard<'_, B>, ErrorKind>> + '_ {
-        let i = dir as usize;
-        poll_fn(move |cx| {
-            let mut s = self.state.lock();
-            if s.closed {
-                return Poll::Ready(Err(ErrorKind::Closed));
-            }
-            if !s.locked[i] {
-                s.locked[i] = true;
-                s.refs += 1;
-                return Poll::Ready(Ok(FdGuard {
-                    fd: self,
-                    dir: Some(dir),
-                }));
-            }
-            push_waker(&mut s.queued[i], cx.waker());
-            Poll::Pending
-        })
+    /// holder. A queued task holds its reference while it waits, as in Go, so `close` waits
+    /// for it too. Fails with `Closed` if the fd is or becomes closed while queued.
+    pub(crate) fn lock(&self, dir: Direction) -> Lock<'_, B> {
+        Lock {
+            fd: self,
+            dir,
+            holds_ref: false,
+        }
     }
 
     /// Go: `FD.Close`. Closes for every holder of this fd; completes once the socket is released.
@@ -163,11 +151,13 @@ impl<B: SocketBackend> Fd<B> {
     }
 }
 
-impl<B: SocketBackend> Drop for FdGuard<'_, B> {
-    fn drop(&mut self) {
+impl<B: SocketBackend> Fd<B> {
+    /// Drops a reference (and the lock of `dir`, if given); the last reference after a close
+    /// destroys the socket and wakes the closers (Go: `rwunlock`/`decref` → `destroy`).
+    fn release(&self, dir: Option<Direction>) {
         let (queued, closers, destroy) = {
-            let mut s = self.fd.state.lock();
-            let queued = match self.dir {
+            let mut s = self.state.lock();
+            let queued = match dir {
                 Some(d) => {
                     s.locked[d as usize] = false;
                     core::mem::take(&mut s.queued[d as usize])
@@ -187,10 +177,65 @@ impl<B: SocketBackend> Drop for FdGuard<'_, B> {
             w.wake();
         }
         if let Some(abort) = destroy {
-            self.fd.destroy(abort);
+            self.destroy(abort);
         }
         for w in closers {
             w.wake();
+        }
+    }
+}
+
+impl<B: SocketBackend> Drop for FdGuard<'_, B> {
+    fn drop(&mut self) {
+        self.fd.release(self.dir);
+    }
+}
+
+/// The future of [`Fd::lock`].
+pub(crate) struct Lock<'a, B: SocketBackend> {
+    fd: &'a Fd<B>,
+    dir: Direction,
+    /// Queued with a reference taken (Go: the waiter's `mutexRef`).
+    holds_ref: bool,
+}
+
+impl<'a, B: SocketBackend> Future for Lock<'a, B> {
+    type Output = Result<FdGuard<'a, B>, ErrorKind>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fd = self.fd;
+        let i = self.dir as usize;
+        let mut s = fd.state.lock();
+        if s.closed {
+            drop(s);
+            if core::mem::take(&mut self.holds_ref) {
+                fd.release(None);
+            }
+            return Poll::Ready(Err(ErrorKind::Closed));
+        }
+        if !s.locked[i] {
+            s.locked[i] = true;
+            if !core::mem::take(&mut self.holds_ref) {
+                s.refs += 1;
+            }
+            return Poll::Ready(Ok(FdGuard {
+                fd,
+                dir: Some(self.dir),
+            }));
+        }
+        if !self.holds_ref {
+            s.refs += 1;
+            self.holds_ref = true;
+        }
+        push_waker(&mut s.queued[i], cx.waker());
+        Poll::Pending
+    }
+}
+
+impl<B: SocketBackend> Drop for Lock<'_, B> {
+    fn drop(&mut self) {
+        if self.holds_ref {
+            self.fd.release(None);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The hosted instance: kernel sockets polled by epoll (`netpoll-hosted`), both ends on
-//! 127.0.0.1 under one [`Runtime`] per case.
+//! The hosted instances: kernel sockets polled by epoll (`netpoll-hosted`), both ends on
+//! 127.0.0.1 under one [`Runtime`] per case: with two workers ([`HostedHarness`], the
+//! multi-worker scheduler) and with one ([`HostedSingleHarness`]).
 
 use core::future::Future;
 use core::net::{IpAddr, Ipv4Addr};
@@ -8,7 +9,8 @@ use netpoll_hosted::{KernelBackend, Runtime};
 
 use crate::{Env, Harness};
 
-/// Runs a case on a fresh `netpoll_hosted::Runtime`; server and client are the same kernel
+/// Runs a case on a fresh two-worker `netpoll_hosted::Runtime` (tasks run on two threads,
+/// one polls epoll while the other parks or steals); server and client are the same kernel
 /// backend, and every address is 127.0.0.1.
 #[derive(Debug)]
 pub struct HostedHarness;
@@ -21,7 +23,36 @@ impl Harness for HostedHarness {
         F: FnOnce(Env<KernelBackend>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let mut rt = Runtime::new().expect("create the hosted runtime (epoll, eventfd)");
+        run_hosted(2, body);
+    }
+}
+
+/// As [`HostedHarness`] on a single-worker runtime (one thread, the seed's design).
+#[derive(Debug)]
+pub struct HostedSingleHarness;
+
+impl Harness for HostedSingleHarness {
+    type Backend = KernelBackend;
+
+    fn run<F, Fut>(body: F)
+    where
+        F: FnOnce(Env<KernelBackend>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        run_hosted(1, body);
+    }
+}
+
+fn run_hosted<F, Fut>(workers: usize, body: F)
+where
+    F: FnOnce(Env<KernelBackend>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    {
+        let mut rt = Runtime::builder()
+            .workers(workers)
+            .build()
+            .expect("create the hosted runtime (epoll, eventfd)");
         let backend = rt.backend().clone();
         let env = Env::new(
             backend.clone(),

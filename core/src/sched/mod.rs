@@ -1,5 +1,5 @@
-//! The task scheduler: run queue, timers and the poller loop (Go: `findRunnable`, `sysmon`,
-//! `wakeNetPoller`, `injectglist`), single-threaded for now.
+//! The task scheduler: run queues, timers and the poller loop (Go: `findRunnable`, `sysmon`,
+//! `wakeNetPoller`, `injectglist`), with one worker or several.
 //!
 //! Rules kept from spec §5.5:
 //! * One blocking poller at a time; it blocks only when nothing is runnable, with the earliest
@@ -31,7 +31,7 @@ use core::time::Duration;
 
 use crate::poll_desc::{PollCache, PollDesc, PollError, WaiterCount};
 use crate::source::{Direction, Key, Notifier, Readiness, ReadinessSource};
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::time::{Clock, Instant};
 use task::{Runnable, Task};
 use timer::{SleepSlot, TimerHeap, TimerKind};
@@ -44,32 +44,131 @@ pub const POLL_INTERVAL_TASKS: u32 = 61;
 /// `poll_until` value meaning "blocked without a timeout".
 const POLL_FOREVER: u64 = u64::MAX;
 
+/// Parks and unparks worker threads: the platform's futex (Go: `notesleep` / `notewakeup`).
+///
+/// Implemented by the host (`netpoll-hosted` uses thread park/unpark); the core stays free of
+/// threads. Only needed with more than one worker.
+pub trait Park: Send + Sync {
+    /// Blocks the calling thread, which runs worker `worker`, until [`Park::unpark`] is called
+    /// for it. May return spuriously. An `unpark` that comes first makes the next `park`
+    /// return at once (a token, as `std::thread::park`).
+    fn park(&self, worker: usize);
+
+    /// Wakes worker `worker` from [`Park::park`] (or makes its next `park` return at once).
+    fn unpark(&self, worker: usize);
+}
+
+/// Worker state: running tasks (or about to).
+const RUNNING: usize = 0;
+/// Worker state: parked in [`Park::park`]; wake it with `unpark`.
+const PARKED: usize = 1;
+/// Worker state: blocked (or about to block) in the readiness source; wake it with the notifier.
+const POLLING: usize = 2;
+
+/// One worker's local run queue and state (Go: a P's `runq` plus its M's sleep state).
+struct WorkerSlot {
+    queue: Mutex<VecDeque<Arc<dyn Runnable>>>,
+    state: AtomicUsize,
+}
+
 /// State shared by the scheduler, its handles and its wakers.
 pub(crate) struct Shared {
-    run_queue: Mutex<VecDeque<Arc<dyn Runnable>>>,
+    /// Tasks with no worker yet (new spawns, spawns from outside). Go: the global run queue.
+    injector: Mutex<VecDeque<Arc<dyn Runnable>>>,
+    workers: Vec<WorkerSlot>,
+    park: Option<Arc<dyn Park>>,
     timers: Mutex<TimerHeap>,
     pds: PollCache,
     waiters: WaiterCount,
     clock: Arc<dyn Clock>,
     notifier: Arc<dyn Notifier>,
-    /// True while the scheduler is (about to be) blocked in the source. Go: `lastpoll == 0`.
+    /// Held by the one worker that polls the source (Go: `lastpoll.Swap(0)` / `pollingNet`).
+    poll_token: AtomicBool,
+    /// True while a worker is (about to be) blocked in the source. Go: `lastpoll == 0`.
     polling: AtomicBool,
     /// When the blocked poll will return by itself, in clock nanoseconds. Go: `sched.pollUntil`.
     poll_until: AtomicU64,
+    /// Set when `block_on` returns: workers other than the caller leave their loops.
+    shutdown: AtomicBool,
+    /// A worker thread died (its task panicked): `block_on` stops with an error.
+    poisoned: AtomicBool,
 }
 
 impl Shared {
-    fn push_task(&self, task: Arc<dyn Runnable>) {
-        self.run_queue.lock().push_back(task);
-        self.wake_poller_for_task();
+    /// Queues a runnable task: on the worker that last ran it (locality), else on the
+    /// injector; then wakes whoever must run it (Go: `runqput` + `wakep`).
+    fn push_task(&self, task: Arc<dyn Runnable>, affinity: usize) {
+        // With one worker, one FIFO queue: wakes and spawns interleave fairly.
+        if self.workers.len() > 1 && affinity < self.workers.len() {
+            let queued = {
+                let mut q = self.workers[affinity].queue.lock();
+                q.push_back(task);
+                q.len()
+            };
+            self.wake_worker(affinity);
+            if queued > 1 && self.workers.len() > 1 {
+                // A backlog on a busy worker: let an idle one steal (Go: `wakep`).
+                self.wake_idle();
+            }
+        } else {
+            self.injector.lock().push_back(task);
+            self.wake_idle();
+        }
     }
 
-    /// A task became runnable: break a blocked poll (Go: `wakep` / `netpollBreak`).
-    fn wake_poller_for_task(&self) {
-        // SeqCst: the load half of a Dekker pair with the scheduler's `polling.store(true)`
-        // followed by its run-queue check in `poll_io`: either it sees our task, or we see it
-        // polling and notify.
-        if self.polling.load(Ordering::SeqCst) {
+    /// Makes worker `w` notice new work: unpark it, or break its poll.
+    fn wake_worker(&self, w: usize) {
+        let slot = &self.workers[w];
+        // SeqCst: the load half of a Dekker pair with the worker's state store followed by its
+        // queue re-check (`park_worker`, `poll_blocking`): either it sees our task, or we see
+        // it parked or polling and wake it.
+        match slot.state.load(Ordering::SeqCst) {
+            PARKED => self.unpark(w),
+            POLLING => self.notifier.notify(),
+            _ => {}
+        }
+    }
+
+    fn unpark(&self, w: usize) {
+        // SeqCst: as `wake_worker`; only one waker unparks (the CAS winner).
+        if self.workers[w]
+            .state
+            .compare_exchange(PARKED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            if let Some(park) = &self.park {
+                park.unpark(w);
+            }
+        }
+    }
+
+    /// Wakes one idle worker for work any worker can take: a parked one, else the poller.
+    fn wake_idle(&self) {
+        for (w, slot) in self.workers.iter().enumerate() {
+            // SeqCst: as `wake_worker`.
+            if slot.state.load(Ordering::SeqCst) == PARKED {
+                self.unpark(w);
+                return;
+            }
+        }
+        for slot in &self.workers {
+            // SeqCst: as `wake_worker`.
+            if slot.state.load(Ordering::SeqCst) == POLLING {
+                self.notifier.notify();
+                return;
+            }
+        }
+    }
+
+    /// Wakes every parked or polling worker (shutdown, poison).
+    fn wake_all(&self) {
+        let mut polling = false;
+        for w in 0..self.workers.len() {
+            self.unpark(w);
+            // SeqCst: as `wake_worker`.
+            polling |= self.workers[w].state.load(Ordering::SeqCst) == POLLING;
+        }
+        if polling {
             self.notifier.notify();
         }
     }
@@ -89,11 +188,13 @@ impl Shared {
                 });
             }
         }
-        // Go: wakeNetPoller. SeqCst: pairs with the scheduler's `polling` store before it reads
+        // Go: wakeNetPoller. SeqCst: pairs with the poller's `polling` store before it reads
         // the timer heap to compute its timeout.
         // `poll_until == 0`: the poller is still computing its timeout; break it to be safe
         // ("this can have a spurious wakeup but should never miss a wakeup").
         let until = self.poll_until.load(Ordering::SeqCst);
+        // Nobody blocked in the source means some worker is running: it fires due timers at its
+        // next turn, and becomes the poller (timeout = earliest timer) when it runs out of work.
         if self.polling.load(Ordering::SeqCst) && (until == 0 || when.as_nanos() < until) {
             self.notifier.notify();
         }
@@ -124,7 +225,7 @@ impl Handle {
         F::Output: Send + 'static,
     {
         let task = Task::new(future, Arc::downgrade(&self.shared));
-        self.shared.push_task(task.clone());
+        self.shared.push_task(task.clone(), usize::MAX);
         JoinHandle::new(task)
     }
 
@@ -205,6 +306,16 @@ impl Handle {
     /// sleeps) linger only until the next compaction, which runs whenever the heap doubles.
     pub fn timers_pending(&self) -> usize {
         self.shared.timers.lock().len()
+    }
+
+    /// Marks the scheduler broken because a worker thread died (a task panicked on it): the
+    /// thread in `block_on` stops with [`RunError::WorkerPanicked`], the workers stop.
+    pub fn poison(&self) {
+        let shared = &self.shared;
+        // Release: pairs with the Acquire loads in the worker loop.
+        shared.poisoned.store(true, Ordering::Release);
+        shared.shutdown.store(true, Ordering::Release);
+        shared.wake_all();
     }
 
     /// Breaks a blocked poll (Go: `netpollBreak`).
@@ -322,12 +433,15 @@ impl Future for YieldNow {
 pub enum RunError<E> {
     /// The readiness source failed.
     Source(E),
+    /// Another worker thread died (a task panicked there); see [`Scheduler::poison`].
+    WorkerPanicked,
 }
 
 impl<E: fmt::Debug> fmt::Display for RunError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Source(e) => write!(f, "readiness source failed: {e:?}"),
+            RunError::WorkerPanicked => f.write_str("a worker thread panicked"),
         }
     }
 }
@@ -345,59 +459,125 @@ impl Wake for MainWake {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        // SeqCst: same Dekker pair as `Shared::wake_poller_for_task`.
+        // SeqCst: same Dekker pair as `Shared::wake_worker`.
         if !self.woken.swap(true, Ordering::SeqCst) {
             if let Some(shared) = self.shared.upgrade() {
-                shared.wake_poller_for_task();
+                // The main future runs on worker 0, the thread in `block_on`.
+                shared.wake_worker(0);
             }
         }
     }
 }
 
-/// A single-threaded scheduler over one readiness source. Go: one P plus the netpoller.
-pub struct Scheduler<S: ReadinessSource> {
+/// The scheduler state shared by its workers.
+struct Core<S> {
     source: S,
     handle: Handle,
-    events: Vec<(Key, Readiness)>,
+}
+
+/// A scheduler over one readiness source: one worker (the thread in `block_on`), or several
+/// (Go: Ps and Ms around one netpoller).
+///
+/// Each worker has a local run queue; woken tasks go back to the worker that last ran them,
+/// new ones to a shared injection queue; an idle worker steals half of another's queue. One
+/// worker at a time blocks in the source (the poll token); other idle workers park through
+/// [`Park`]. A busy worker still polls without blocking every [`POLL_INTERVAL_TASKS`] tasks.
+pub struct Scheduler<S: ReadinessSource> {
+    core: Arc<Core<S>>,
 }
 
 impl<S: ReadinessSource> fmt::Debug for Scheduler<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scheduler")
-            .field("handle", &self.handle)
+            .field("handle", &self.core.handle)
+            .field("workers", &self.core.handle.shared.workers.len())
             .finish_non_exhaustive()
     }
 }
 
 impl<S: ReadinessSource> Scheduler<S> {
-    /// A scheduler polling `source` and reading time from `clock`.
+    /// A single-worker scheduler polling `source` and reading time from `clock`.
     pub fn new(source: S, clock: Arc<dyn Clock>) -> Self {
+        Self::build(source, clock, 1, None)
+    }
+
+    /// A scheduler with `workers` workers (at least 1). Worker 0 is the thread in
+    /// [`Scheduler::block_on`]; run each of the others on its own thread with
+    /// [`Scheduler::worker`]. `park` parks idle workers.
+    pub fn with_workers(
+        source: S,
+        clock: Arc<dyn Clock>,
+        workers: usize,
+        park: Arc<dyn Park>,
+    ) -> Self {
+        Self::build(source, clock, workers.max(1), Some(park))
+    }
+
+    fn build(
+        source: S,
+        clock: Arc<dyn Clock>,
+        workers: usize,
+        park: Option<Arc<dyn Park>>,
+    ) -> Self {
         let notifier = source.notifier();
         let shared = Arc::new(Shared {
-            run_queue: Mutex::new(VecDeque::new()),
+            injector: Mutex::new(VecDeque::new()),
+            workers: (0..workers)
+                .map(|_| WorkerSlot {
+                    queue: Mutex::new(VecDeque::new()),
+                    state: AtomicUsize::new(RUNNING),
+                })
+                .collect(),
+            park,
             timers: Mutex::new(TimerHeap::default()),
             pds: PollCache::new(),
             waiters: WaiterCount::new(),
             clock,
             notifier,
+            poll_token: AtomicBool::new(false),
             polling: AtomicBool::new(false),
             poll_until: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
         });
         Scheduler {
-            source,
-            handle: Handle { shared },
-            events: Vec::with_capacity(128),
+            core: Arc::new(Core {
+                source,
+                handle: Handle { shared },
+            }),
         }
     }
 
     /// The handle that spawns onto this scheduler.
     pub fn handle(&self) -> &Handle {
-        &self.handle
+        &self.core.handle
     }
 
     /// The readiness source.
     pub fn source(&self) -> &S {
-        &self.source
+        &self.core.source
+    }
+
+    /// How many workers this scheduler has.
+    pub fn workers(&self) -> usize {
+        self.core.handle.shared.workers.len()
+    }
+
+    /// Re-arms the workers after a previous `block_on` stopped them. Call before starting the
+    /// worker threads of a new `block_on`.
+    pub fn prepare_workers(&self) {
+        // Release: pairs with the Acquire load in the worker loop.
+        self.core
+            .handle
+            .shared
+            .shutdown
+            .store(false, Ordering::Release);
+    }
+
+    /// Marks the scheduler broken because a worker thread died (a task panicked on it); the
+    /// thread in `block_on` stops with [`RunError::WorkerPanicked`]. Same as [`Handle::poison`].
+    pub fn poison(&self) {
+        self.core.handle.poison();
     }
 
     /// Runs `future` to completion, running spawned tasks, timers and I/O meanwhile.
@@ -411,33 +591,159 @@ impl<S: ReadinessSource> Scheduler<S> {
         }
     }
 
-    /// Runs `future` to completion; stops with an error if the readiness source fails.
+    /// Runs `future` to completion on this thread as worker 0; stops with an error if the
+    /// readiness source fails. When it returns, the other workers stop too.
     pub fn try_block_on<F: Future>(&mut self, future: F) -> Result<F::Output, RunError<S::Error>> {
-        let mut future = pin!(future);
+        let shared = &self.core.handle.shared;
+        let future = pin!(future);
         let main = Arc::new(MainWake {
             woken: AtomicBool::new(true),
-            shared: Arc::downgrade(&self.handle.shared),
+            shared: Arc::downgrade(shared),
         });
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
-        loop {
-            // SeqCst: pairs with `MainWake::wake_by_ref`.
-            if main.woken.swap(false, Ordering::SeqCst) {
-                if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-                    return Ok(v);
-                }
-            }
-            self.run_timers();
-            let ran = self.run_tasks(&main);
-            // Go: findRunnable blocks in netpoll only when there is nothing else to do.
-            let idle = ran < POLL_INTERVAL_TASKS;
-            self.poll_io(idle, &main)?;
+        let mut worker = WorkerLoop {
+            core: &self.core,
+            id: 0,
+            events: Vec::with_capacity(128),
+            steal_from: 0,
+            tick: 0,
+        };
+        let result = worker.run(Some((future, &main, &mut cx)));
+        // Release: pairs with the Acquire load in the worker loop.
+        shared.shutdown.store(true, Ordering::Release);
+        shared.wake_all();
+        result.map(|v| v.expect("worker 0 returns only with the main future's output"))
+    }
+}
+
+impl<S: ReadinessSource + Send + Sync + 'static> Scheduler<S> {
+    /// Worker `id` (1 ≤ id < [`Scheduler::workers`]), to run on its own thread with
+    /// [`Worker::run`] while some thread is in [`Scheduler::block_on`].
+    ///
+    /// # Panics
+    /// If `id` is 0 or out of range.
+    pub fn worker(&self, id: usize) -> Worker<S> {
+        assert!(
+            id >= 1 && id < self.workers(),
+            "netpoll scheduler: no worker {id} (workers 1..{})",
+            self.workers()
+        );
+        Worker {
+            core: self.core.clone(),
+            id,
         }
+    }
+}
+
+/// One extra worker of a multi-worker [`Scheduler`], movable to its own thread.
+pub struct Worker<S: ReadinessSource> {
+    core: Arc<Core<S>>,
+    id: usize,
+}
+
+impl<S: ReadinessSource> fmt::Debug for Worker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker").field("id", &self.id).finish()
+    }
+}
+
+impl<S: ReadinessSource> Worker<S> {
+    /// Runs tasks, timers and I/O until the `block_on` in progress returns.
+    pub fn run(self) -> Result<(), RunError<S::Error>> {
+        let mut worker = WorkerLoop {
+            core: &self.core,
+            id: self.id,
+            events: Vec::with_capacity(128),
+            steal_from: self.id,
+            tick: 0,
+        };
+        worker.run::<core::future::Pending<()>>(None).map(|_| ())
+    }
+}
+
+/// The main future of `block_on`, with its waker, driven by worker 0.
+type Main<'a, F> = (Pin<&'a mut F>, &'a Arc<MainWake>, &'a mut Context<'a>);
+
+/// One worker's loop state. Go: `schedule` / `findRunnable` on one M.
+struct WorkerLoop<'a, S> {
+    core: &'a Core<S>,
+    id: usize,
+    events: Vec<(Key, Readiness)>,
+    /// Where the next steal attempt starts (round robin).
+    steal_from: usize,
+    /// Tasks picked so far (Go: `schedtick`).
+    tick: u32,
+}
+
+impl<S: ReadinessSource> WorkerLoop<'_, S> {
+    fn shared(&self) -> &Shared {
+        &self.core.handle.shared
+    }
+
+    fn run<F: Future>(
+        &mut self,
+        mut main: Option<Main<'_, F>>,
+    ) -> Result<Option<F::Output>, RunError<S::Error>> {
+        loop {
+            if let Some((future, wake, cx)) = &mut main {
+                // SeqCst: pairs with `MainWake::wake_by_ref`.
+                if wake.woken.swap(false, Ordering::SeqCst) {
+                    if let Poll::Ready(v) = future.as_mut().poll(cx) {
+                        return Ok(Some(v));
+                    }
+                }
+                // Acquire: pairs with the Release store in `Scheduler::poison`.
+                if self.shared().poisoned.load(Ordering::Acquire) {
+                    return Err(RunError::WorkerPanicked);
+                }
+            } else if self.shared().shutdown.load(Ordering::Acquire) {
+                // Acquire: pairs with the Release stores in `try_block_on` and `poison`.
+                return Ok(None);
+            }
+            let main_woken = main.as_ref().map(|(_, w, _)| &w.woken);
+            self.run_timers();
+            let ran = self.run_tasks(main_woken);
+            if ran >= POLL_INTERVAL_TASKS {
+                // Busy: still poll I/O, without blocking, if nobody else is (Go: sysmon's
+                // `netpoll(0)`, serialised like `pollingNet`).
+                if self.try_take_poll_token() {
+                    let r = self.poll(Some(Duration::ZERO));
+                    self.release_poll_token();
+                    r?;
+                }
+                continue;
+            }
+            if ran == 0 && self.steal() {
+                continue;
+            }
+            if self.try_take_poll_token() {
+                let r = self.poll_blocking(main_woken);
+                self.release_poll_token();
+                r?;
+                continue;
+            }
+            self.park(main_woken);
+        }
+    }
+
+    fn try_take_poll_token(&self) -> bool {
+        // Acquire: pairs with the Release in `release_poll_token`: the previous poller's
+        // dispatch is visible to the next.
+        self.shared()
+            .poll_token
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn release_poll_token(&self) {
+        // Release: pairs with the Acquire CAS in `try_take_poll_token`.
+        self.shared().poll_token.store(false, Ordering::Release);
     }
 
     /// Fires due timers (Go: `pp.timers.check`).
     fn run_timers(&self) {
-        let shared = &self.handle.shared;
+        let shared = self.shared();
         let now = shared.clock.now();
         loop {
             let Some(entry) = shared.timers.lock().pop_due(now) else {
@@ -463,57 +769,149 @@ impl<S: ReadinessSource> Scheduler<S> {
         }
     }
 
-    /// Runs up to [`POLL_INTERVAL_TASKS`] queued tasks; returns how many ran.
-    fn run_tasks(&self, main: &MainWake) -> u32 {
-        let shared = &self.handle.shared;
+    /// The next task: local queue first, then the injector (Go: `runqget`, `globrunqget`);
+    /// every [`POLL_INTERVAL_TASKS`]th pick looks at the injector first, so tasks that keep
+    /// waking each other on one worker cannot starve new ones (Go: `schedtick % 61`).
+    fn next_task(&mut self) -> Option<Arc<dyn Runnable>> {
+        let shared = &self.core.handle.shared;
+        self.tick = self.tick.wrapping_add(1);
+        if self.tick.is_multiple_of(POLL_INTERVAL_TASKS) {
+            if let Some(t) = shared.injector.lock().pop_front() {
+                return Some(t);
+            }
+        }
+        if let Some(t) = shared.workers[self.id].queue.lock().pop_front() {
+            return Some(t);
+        }
+        shared.injector.lock().pop_front()
+    }
+
+    /// Runs up to [`POLL_INTERVAL_TASKS`] queued tasks; returns how many ran, or
+    /// `POLL_INTERVAL_TASKS` if it stopped early for the main future with work left.
+    fn run_tasks(&mut self, main_woken: Option<&AtomicBool>) -> u32 {
         let mut ran = 0;
         while ran < POLL_INTERVAL_TASKS {
-            let Some(task) = shared.run_queue.lock().pop_front() else {
+            let Some(task) = self.next_task() else {
                 break;
             };
-            task.run();
+            task.run(self.id);
             ran += 1;
             // Relaxed: only a hint to give the main future its turn sooner; the swap at the top
             // of the loop is the synchronising access.
-            if main.woken.load(Ordering::Relaxed) {
-                // The main future is often the one that finishes the program; let it run.
+            if main_woken.is_some_and(|w| w.load(Ordering::Relaxed)) {
+                if self.has_work() {
+                    // Stopped early, not because the queue drained: stay busy.
+                    return POLL_INTERVAL_TASKS;
+                }
                 break;
             }
-        }
-        if ran > 0 && ran < POLL_INTERVAL_TASKS && !shared.run_queue.lock().is_empty() {
-            // Stopped early for the main future, not because the queue drained: stay busy.
-            return POLL_INTERVAL_TASKS;
         }
         ran
     }
 
-    /// Polls the source, blocking only if `idle` and nothing became runnable meanwhile.
-    fn poll_io(&mut self, idle: bool, main: &MainWake) -> Result<(), RunError<S::Error>> {
-        let shared = &self.handle.shared;
-        let mut timeout = Some(Duration::ZERO);
-        if idle {
-            // Go: `lastpoll.Swap(0)` then the "delicate dance" re-check. SeqCst: pairs with the
-            // loads in `wake_poller_for_task` and `add_timer`.
-            shared.polling.store(true, Ordering::SeqCst);
-            let runnable = main.woken.load(Ordering::SeqCst) || !shared.run_queue.lock().is_empty();
-            if !runnable {
-                let next = shared.timers.lock().next_when();
-                let now = shared.clock.now();
-                timeout = next.map(|t| t.saturating_duration_since(now));
-                let until = next.map_or(POLL_FOREVER, |t| t.as_nanos());
-                shared.poll_until.store(until, Ordering::SeqCst);
+    /// Whether this worker's queue or the injector holds a task.
+    fn has_work(&self) -> bool {
+        let shared = self.shared();
+        !shared.workers[self.id].queue.lock().is_empty() || !shared.injector.lock().is_empty()
+    }
+
+    /// Takes half of another worker's queue (Go: `runqsteal`). Returns whether it got any.
+    fn steal(&mut self) -> bool {
+        let shared = &self.core.handle.shared;
+        let n = shared.workers.len();
+        for i in 1..n {
+            let victim = (self.steal_from + i) % n;
+            if victim == self.id {
+                continue;
+            }
+            let stolen: VecDeque<_> = {
+                let mut q = shared.workers[victim].queue.lock();
+                let take = q.len().div_ceil(2);
+                let keep = q.len() - take;
+                q.split_off(keep)
+            };
+            if !stolen.is_empty() {
+                self.steal_from = victim;
+                shared.workers[self.id].queue.lock().extend(stolen);
+                return true;
             }
         }
-        self.events.clear();
-        let result = self.source.poll(timeout, &mut self.events);
-        if idle {
-            shared.poll_until.store(0, Ordering::SeqCst);
-            shared.polling.store(false, Ordering::SeqCst);
+        false
+    }
+
+    /// Blocks in the source until I/O, a timer or a wake-up, unless work arrived meanwhile.
+    /// Go: `findRunnable`'s blocking `netpoll(delay)` after the "delicate dance".
+    fn poll_blocking(&mut self, main_woken: Option<&AtomicBool>) -> Result<(), RunError<S::Error>> {
+        let shared = &self.core.handle.shared;
+        let slot = &shared.workers[self.id];
+        // SeqCst: the store halves of the Dekker pairs with `wake_worker`/`wake_idle` (state)
+        // and `add_timer` (polling); the re-check below is the load half.
+        slot.state.store(POLLING, Ordering::SeqCst);
+        shared.polling.store(true, Ordering::SeqCst);
+        let runnable = main_woken.is_some_and(|w| w.load(Ordering::SeqCst))
+            || self.has_work()
+            // Acquire: see the worker loop.
+            || shared.shutdown.load(Ordering::Acquire);
+        let mut timeout = Some(Duration::ZERO);
+        if !runnable {
+            let next = shared.timers.lock().next_when();
+            let now = shared.clock.now();
+            timeout = next.map(|t| t.saturating_duration_since(now));
+            let until = next.map_or(POLL_FOREVER, |t| t.as_nanos());
+            shared.poll_until.store(until, Ordering::SeqCst);
         }
-        result.map_err(RunError::Source)?;
+        let r = self.poll(timeout);
+        shared.poll_until.store(0, Ordering::SeqCst);
+        shared.polling.store(false, Ordering::SeqCst);
+        shared.workers[self.id]
+            .state
+            .store(RUNNING, Ordering::SeqCst);
+        r
+    }
+
+    /// Polls the source and readies the tasks of the edges found (Go: `netpoll` +
+    /// `injectglist`): woken tasks go to the workers that last ran them.
+    fn poll(&mut self, timeout: Option<Duration>) -> Result<(), RunError<S::Error>> {
+        self.events.clear();
+        self.core
+            .source
+            .poll(timeout, &mut self.events)
+            .map_err(RunError::Source)?;
+        let shared = self.shared();
         for &(key, readiness) in &self.events {
             shared.pds.ready(key, readiness).wake(&shared.waiters);
         }
         Ok(())
+    }
+
+    /// Parks this worker until woken (Go: `stopm`), unless work or the poller's role is free.
+    fn park(&self, main_woken: Option<&AtomicBool>) {
+        let shared = self.shared();
+        let Some(park) = &shared.park else {
+            // One worker: the poll token is always ours, so this is unreachable in practice;
+            // spin once and retry rather than sleep without a way to be woken.
+            crate::sync::spin_loop();
+            return;
+        };
+        let slot = &shared.workers[self.id];
+        // SeqCst: the store half of the Dekker pair with `wake_worker`/`wake_idle`.
+        slot.state.store(PARKED, Ordering::SeqCst);
+        let work = main_woken.is_some_and(|w| w.load(Ordering::SeqCst))
+            || self.has_work()
+            // Acquire: see the worker loop.
+            || shared.shutdown.load(Ordering::Acquire)
+            // The poller left: someone must take its role (Go: "nobody is polling network").
+            || !shared.poll_token.load(Ordering::SeqCst);
+        if work {
+            // If a waker already moved us to RUNNING (and unparked), its token makes a later
+            // park return at once: harmless.
+            let _ =
+                slot.state
+                    .compare_exchange(PARKED, RUNNING, Ordering::SeqCst, Ordering::SeqCst);
+            return;
+        }
+        park.park(self.id);
+        // Woken by `unpark` (state already RUNNING) or spuriously (still PARKED).
+        slot.state.store(RUNNING, Ordering::SeqCst);
     }
 }

@@ -36,8 +36,9 @@ const COMPLETE: usize = 4;
 
 /// A runnable unit of work in a run queue.
 pub(crate) trait Runnable: Send + Sync {
-    /// Polls the task once. Called only by the worker that popped it from a run queue.
-    fn run(self: Arc<Self>);
+    /// Polls the task once on worker `worker`. Called only by the worker that popped it from a
+    /// run queue.
+    fn run(self: Arc<Self>, worker: usize);
 }
 
 enum Stage<F: Future> {
@@ -54,6 +55,8 @@ struct Core<F: Future> {
 
 pub(crate) struct Task<F: Future> {
     state: AtomicUsize,
+    /// The worker that last ran the task; a wake queues it there (`usize::MAX`: none yet).
+    worker: AtomicUsize,
     shared: Weak<Shared>,
     core: Mutex<Core<F>>,
 }
@@ -66,6 +69,7 @@ where
     pub(crate) fn new(future: F, shared: Weak<Shared>) -> Arc<Self> {
         Arc::new(Task {
             state: AtomicUsize::new(SCHEDULED),
+            worker: AtomicUsize::new(usize::MAX),
             shared,
             core: Mutex::new(Core {
                 stage: Stage::Running(Box::pin(future)),
@@ -76,7 +80,9 @@ where
 
     fn schedule(self: Arc<Self>) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.push_task(self);
+            // Relaxed: a placement hint; the queue lock orders the hand-over itself.
+            let affinity = self.worker.load(Ordering::Relaxed);
+            shared.push_task(self, affinity);
         }
         // The scheduler is gone: the task can never run again; dropping it frees it.
     }
@@ -120,7 +126,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn run(self: Arc<Self>) {
+    fn run(self: Arc<Self>, worker: usize) {
+        // Relaxed: a placement hint (see `schedule`).
+        self.worker.store(worker, Ordering::Relaxed);
         // Acquire: pairs with the waker's AcqRel CAS that queued us.
         if self
             .state

@@ -66,7 +66,7 @@ pub async fn c18_close_unblocks_accept<B: SocketBackend>(env: Env<B>) {
         .await
         .expect_err("accept must fail once the listener is closed");
     assert_closed(&e, Op::Accept);
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #19: accept after close fails at once; close succeeds the first time only.

@@ -47,7 +47,7 @@ pub async fn e42_close_unblocks_blocked_read<B: SocketBackend>(env: Env<B>) {
         (0, None),
         "a local close is a FIN to the peer"
     );
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #43: `close` unblocks a write blocked on a full send path with the closed error of op
@@ -70,7 +70,7 @@ pub async fn e43_close_unblocks_blocked_write<B: SocketBackend>(env: Env<B>) {
         .expect_err("closed");
     assert_closed(&e, Op::Write);
     assert!(e.transferred() < len);
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #44: `close` also wakes tasks queued behind the per-stream lock (a second and third reader,
@@ -107,7 +107,7 @@ pub async fn e44_close_wakes_queued_readers<B: SocketBackend>(env: Env<B>) {
             .expect_err("closed");
         assert_closed(&e, Op::Write);
     }
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #45: when a stream (or listener) is both closed and past its deadline, the closed error
@@ -156,7 +156,7 @@ pub async fn e45_closed_wins_over_expired_deadline<B: SocketBackend>(env: Env<B>
         .expect_err("closed");
     assert_closed(&e, Op::Read);
     env.prompt("close", close).await.expect("close");
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #46: every operation after `close` fails with the closed error, on every clone: read, write
@@ -301,16 +301,26 @@ pub async fn e48_close_waits_for_inflight_ops<B: SocketBackend>(env: Env<B>) {
     env.prompt("close with in-flight ops", server.close())
         .await
         .expect("close");
-    // Go's queued ops hold a reference too (§3.1), so `Close` waits for all four.
-    assert_eq!(
-        returned.load(Ordering::Relaxed),
-        4,
-        "close returned before every in-flight op had returned"
-    );
     assert_eq!(
         env.handle.pds_in_use(),
         pds_before - 1,
         "close must release the stream's pollDesc before it returns"
+    );
+    // Go's queued ops hold a reference too (§3.1), so `Close` waits for all four to release
+    // theirs: the stream's pollDesc is gone when `close` returns (checked above).
+    // CAUTION: on a multi-worker runtime an op's task can still be between releasing its
+    // reference and returning (and bumping `returned`) on another thread when `close` returns,
+    // so there `returned` is checked to reach 4 promptly rather than at the very instant.
+    for _ in 0..1000 {
+        if returned.load(Ordering::Relaxed) == 4 {
+            break;
+        }
+        env.sleep(MS).await;
+    }
+    assert_eq!(
+        returned.load(Ordering::Relaxed),
+        4,
+        "close returned but an in-flight op never returned"
     );
     for (op, t) in tasks {
         let e = env.within("op after close", PROMPT, t).await;
@@ -322,5 +332,5 @@ pub async fn e48_close_waits_for_inflight_ops<B: SocketBackend>(env: Env<B>) {
         pds_before - 1,
         "dropping the last handle after close must not release anything again"
     );
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }

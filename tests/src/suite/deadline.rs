@@ -218,7 +218,7 @@ pub async fn d31_past_deadline_unblocks_blocked_ops<B: SocketBackend>(env: Env<B
     assert_timeout(&e, Op::Write);
     assert!(e.transferred() < len);
     assert!(at >= t, "timed out before the deadline was set");
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #32 (D6, D7, I6): changing the deadline of a blocked read takes effect: extended, the read
@@ -285,7 +285,7 @@ pub async fn d32_extended_deadline_takes_effect<B: SocketBackend>(env: Env<B>) {
         108 * MS,
         120 * MS + PROMPT,
     );
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #33 (D3): "no deadline" leaves ops blocked: past then none → read and write block until
@@ -325,7 +325,7 @@ pub async fn d33_cleared_deadline_leaves_op_blocked<B: SocketBackend>(env: Env<B
     client.write_all(b"z").await.unwrap();
     let (res, _) = env.within("read", PROMPT, r).await;
     assert_eq!(res, Ok(b"z".to_vec()));
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #34 (D8): read and write deadlines are independent: an expired read deadline does not stop
@@ -385,7 +385,7 @@ pub async fn d34_read_and_write_deadlines_are_independent<B: SocketBackend>(env:
         .await;
     let (res, _) = env.within("blocked write", PROMPT, w).await;
     res.expect("the writer is unaffected by the read deadline");
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #35 (D9): `set_deadline` (both directions) times out a pending read and a pending write.
@@ -401,7 +401,7 @@ pub async fn d35_set_deadline_times_out_read_and_write<B: SocketBackend>(env: En
     assert_timeout(&wr.expect_err("write timeout"), Op::Write);
     assert_in("read, 100 ms deadline", rat - t0, 90 * MS, PROMPT);
     assert_in("write, 100 ms deadline", wat - t0, 90 * MS, PROMPT);
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #36 (D4): a deadline equal to now is already expired; `None` means no deadline.
@@ -540,7 +540,7 @@ pub async fn d38_various_deadlines_always_terminate<B: SocketBackend>(env: Env<B
         );
     }
     drop(servers);
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #39 \[C\], seen from the API: a stale deadline timer (its deadline since cleared, or its
@@ -576,7 +576,7 @@ pub async fn d39_stale_deadline_timer_has_no_effect<B: SocketBackend>(env: Env<B
     s2.write_all(b"3").await.unwrap();
     assert_eq!(env.within("read", PROMPT, r1).await.0, Ok(b"2".to_vec()));
     assert_eq!(env.within("read", PROMPT, r2).await.0, Ok(b"3".to_vec()));
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #40 (D13): deadline changes racing I/O are safe. `TestReadWriteDeadlineRace`: 2 µs read and
@@ -676,7 +676,7 @@ pub async fn d40_concurrent_deadline_stress<B: SocketBackend>(env: Env<B>) {
             msg
         );
     }
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #41 (D14): after a read or write returns (timeout included) the stack never touches the
@@ -755,5 +755,5 @@ pub async fn d41_buffers_untouched_after_return<B: SocketBackend>(env: Env<B>) {
             .await,
         b"kept"
     );
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }

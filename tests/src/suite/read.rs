@@ -282,7 +282,7 @@ pub async fn a08_ping_pong_and_bulk_transfer_lose_no_wakeups<B: SocketBackend>(e
     assert_eq!(got.len(), data.len());
     assert!(got == data, "data corrupted");
     env.within("writer", PROMPT, writer).await.unwrap();
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #10: concurrent reads (and writes) on one stream are serialised, not failed: 20 queued
@@ -410,7 +410,7 @@ pub async fn a10_concurrent_reads_are_serialised<B: SocketBackend>(env: Env<B>) 
 
     peer::close(&server).await;
     env.within("echo task ends on EOF", PROMPT, echoer).await;
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// Maps a timeout to success (for calls racing a deadline); other errors pass through.

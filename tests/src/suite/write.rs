@@ -78,7 +78,7 @@ pub async fn b12_blocked_write_resumes_when_peer_reads<B: SocketBackend>(env: En
     env.within("blocked write resumes", PROMPT, w)
         .await
         .expect("write_all after the peer read");
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #13: after our own `shutdown_write`, writes fail (`EPIPE`: `BrokenPipe`) and the peer reads
@@ -127,7 +127,7 @@ pub async fn b13_write_after_shutdown_write_fails_and_peer_reads_eof<B: SocketBa
         .expect_err("write after shutdown_write");
     assert_eq!(e.op(), Op::Write, "{e}");
     assert_eq!(e.kind(), ErrorKind::BrokenPipe, "{e}");
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #14: writing to a peer that reset, or that closed (after its RST comes back), eventually
@@ -175,7 +175,7 @@ pub async fn b14_write_to_reset_peer_fails_and_never_hangs<B: SocketBackend>(env
         .await
         .expect_err("the peer reset");
     assert_peer_gone(&e);
-    env.assert_no_waiters();
+    env.assert_no_waiters().await;
 }
 
 /// #15: a zero-length write returns `Ok(0)` but still reports an expired deadline or a closed
