@@ -44,6 +44,7 @@ ECHO OPTIONS:
                       [default: 10.7.0.2/24]; --listen must use this address or 0.0.0.0
     --gateway IP      smoltcp's default IPv4 route (tap backend) [default: none]
     --buf BYTES       Per-connection read buffer size [default: 128]
+    --workers N       Worker threads of the epoll runtime [default: number of CPUs]
     --quiet           Do not log per-connection errors
     -h, --help        Print this help
 
@@ -65,6 +66,7 @@ enum Backend {
 struct EchoOptions {
     listen: SocketAddr,
     buf: usize,
+    workers: Option<usize>,
     quiet: bool,
     backend: Backend,
     tap: String,
@@ -84,6 +86,7 @@ fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
     let mut opts = EchoOptions {
         listen: SocketAddr::from(([127, 0, 0, 1], 9009)),
         buf: 128,
+        workers: None,
         quiet: false,
         backend: Backend::Epoll,
         tap: "nptap0".into(),
@@ -134,6 +137,15 @@ fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
                     .ok_or_else(|| {
                         format!("--buf {v:?}: expected a size from 1 to 16777216 bytes")
                     })?;
+            }
+            "--workers" => {
+                let v = value("--workers")?;
+                opts.workers = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&n| (1..=1024).contains(&n))
+                        .ok_or_else(|| format!("--workers {v:?}: expected 1 to 1024"))?,
+                );
             }
             "--quiet" => opts.quiet = true,
             other => return Err(format!("unknown option {other:?}")),
@@ -238,9 +250,14 @@ fn run_echo(opts: EchoOptions) -> Result<(), String> {
     }
     match opts.backend {
         Backend::Epoll => {
-            let mut rt = Runtime::new().map_err(|e| format!("runtime: {e}"))?;
+            let mut builder = Runtime::builder();
+            if let Some(n) = opts.workers {
+                builder = builder.workers(n);
+            }
+            let mut rt = builder.build().map_err(|e| format!("runtime: {e}"))?;
             let backend = rt.backend().clone();
-            rt.block_on(echo_server(backend, &opts, "epoll"))
+            let engine = format!("epoll, {} workers", rt.workers());
+            rt.block_on(echo_server(backend, &opts, &engine))
         }
         Backend::Tap => {
             let (ip, prefix) = opts.addr;
