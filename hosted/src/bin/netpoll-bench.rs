@@ -1,5 +1,9 @@
 //! `netpoll-bench`: a closed-loop load generator for TCP echo servers on loopback.
 //!
+//! It loads only servers on this machine: loopback addresses, or, with `--allow-netns`, private
+//! addresses seen from inside a named network namespace other than the initial one (the TAP
+//! and veth links `hosted/bench/tap.py` builds in namespaces it creates).
+//!
 //! C connections each keep `--pipeline` messages of `--size` bytes in flight: a message is
 //! issued, the echo of all its bytes completes it, and the completion issues the next one. The
 //! run lasts `--duration` seconds (or until `--max-msgs` messages were issued) and then drains
@@ -28,13 +32,17 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-netpoll-bench: closed-loop load generator for TCP echo servers (loopback only).
+netpoll-bench: closed-loop load generator for TCP echo servers (loopback only, or private
+addresses inside a benchmark's own network namespace with --allow-netns).
 
 USAGE:
     netpoll-bench [OPTIONS]
 
 OPTIONS:
     --addr ADDR          Echo server to load (loopback only) [default: 127.0.0.1:9009]
+    --allow-netns        Also allow private addresses (10/8, 172.16/12, 192.168/16, 169.254/16,
+                         fc00::/7, fe80::/10), only when this process runs in a named network
+                         namespace (`ip netns add`) other than pid 1's, via `ip netns exec`
     --conns N            Connections [default: 1]
     --size BYTES         Message size [default: 128]
     --pipeline N         Messages in flight per connection [default: 1]
@@ -108,7 +116,23 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     }
 }
 
-fn resolve_loopback(v: &str) -> Result<SocketAddr, String> {
+/// True for 10/8, 172.16/12, 192.168/16, 169.254/16, fc00::/7 (unique local), fe80::/10 (link
+/// local), and loopback.
+fn is_private(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(a) => a.ip().is_private() || a.ip().is_link_local() || a.ip().is_loopback(),
+        SocketAddr::V6(a) => {
+            let first = a.ip().segments()[0];
+            is_loopback(addr) || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Resolves `--addr`. Loopback addresses are always allowed. `netns` is the `--allow-netns`
+/// check, already made: `Some(Ok(()))` when this process runs in a non-initial network
+/// namespace, which also allows private addresses; `Some(Err(why))` when it does not (or cannot
+/// tell); `None` without the flag.
+fn resolve(v: &str, netns: Option<Result<(), String>>) -> Result<SocketAddr, String> {
     let addrs: Vec<SocketAddr> = v
         .to_socket_addrs()
         .map_err(|e| format!("--addr {v:?}: not an address ({e}); try 127.0.0.1:9009"))?
@@ -116,13 +140,77 @@ fn resolve_loopback(v: &str) -> Result<SocketAddr, String> {
     let Some(first) = addrs.first() else {
         return Err(format!("--addr {v:?}: resolves to no address"));
     };
-    if let Some(bad) = addrs.iter().find(|a| !is_loopback(a)) {
-        return Err(format!(
+    let Some(bad) = addrs.iter().find(|a| !is_loopback(a)) else {
+        return Ok(*first);
+    };
+    match netns {
+        None => Err(format!(
             "--addr {v:?}: {bad} is not a loopback address; netpoll-bench loads only servers \
-             on this machine (127.0.0.0/8 or ::1), never a remote host"
-        ));
+             on this machine (127.0.0.0/8 or ::1), never a remote host (inside a benchmark's \
+             own network namespace, --allow-netns also allows private addresses)"
+        )),
+        Some(Err(why)) => Err(format!(
+            "--addr {v:?}: {bad} is not a loopback address and {why}"
+        )),
+        Some(Ok(())) => match addrs.iter().find(|a| !is_private(a)) {
+            Some(bad) => Err(format!(
+                "--addr {v:?}: {bad} is not a private address; --allow-netns allows only \
+                 private addresses (and loopback)"
+            )),
+            None => Ok(*first),
+        },
     }
-    Ok(*first)
+}
+
+/// A namespace file's identity: (device, inode) of the nsfs inode it names.
+type NsId = (u64, u64);
+
+fn ns_id(path: &str) -> std::io::Result<NsId> {
+    use std::os::unix::fs::MetadataExt;
+    // `metadata` follows the /proc link (or a /run/netns bind mount) to the namespace inode.
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// The `--allow-netns` check: this process must run in a network namespace that was made for
+/// the purpose, not in the initial one. It must be a named namespace (`ip netns add NAME` bind
+/// mounts it at `/run/netns/NAME`), and it must differ from pid 1's (`/proc/1/ns/net`, when
+/// that can be read: pid 1 is the init of our pid namespace; `ip netns exec` moves only the
+/// network namespace). Fails closed: our own namespace unreadable, or not found under
+/// `/run/netns`, is a refusal.
+fn check_netns() -> Result<(), String> {
+    let own = ns_id("/proc/self/ns/net")
+        .map_err(|e| format!("--allow-netns cannot read /proc/self/ns/net ({e})"))?;
+    let mut named = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for entry in dir.flatten() {
+            if let Ok(id) = ns_id(&entry.path().to_string_lossy()) {
+                named.push(id);
+            }
+        }
+    }
+    // Unreadable in some sandboxes (pid 1 with more privileges than root here): the named
+    // namespace check then decides alone.
+    let init = ns_id("/proc/1/ns/net").ok();
+    netns_allowed(own, &named, init)
+}
+
+fn netns_allowed(own: NsId, named: &[NsId], init: Option<NsId>) -> Result<(), String> {
+    if init == Some(own) {
+        return Err(
+            "--allow-netns refuses: this process runs in the initial network namespace \
+                    (pid 1's); run it with `ip netns exec` in a namespace made for the benchmark"
+                .into(),
+        );
+    }
+    if !named.contains(&own) {
+        return Err(
+            "--allow-netns refuses: this process does not run in a named network \
+                    namespace (`ip netns add NAME`, then `ip netns exec NAME ...`)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
@@ -140,6 +228,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         label: String::new(),
         drain_timeout: Duration::from_secs(10),
     };
+    let mut addr = None;
+    let mut allow_netns = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -149,7 +239,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--addr" => o.addr = resolve_loopback(&value("--addr")?)?,
+            "--addr" => addr = Some(value("--addr")?),
+            "--allow-netns" => allow_netns = true,
             "--conns" => o.conns = parse_num("--conns", &value("--conns")?)?,
             "--size" => o.size = parse_num("--size", &value("--size")?)?,
             "--pipeline" => o.pipeline = parse_num("--pipeline", &value("--pipeline")?)?,
@@ -167,6 +258,9 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             }
             other => return Err(format!("unknown option {other:?}")),
         }
+    }
+    if let Some(v) = addr {
+        o.addr = resolve(&v, allow_netns.then(check_netns))?;
     }
     if o.conns == 0 {
         return Err("--conns must be at least 1".into());
@@ -1076,16 +1170,60 @@ mod tests {
         assert!(h.quantile(0.999) <= h.max_ns);
     }
 
+    fn resolve_default(v: &str) -> Result<SocketAddr, String> {
+        resolve(v, None)
+    }
+
     #[test]
     fn only_loopback_is_accepted() {
-        assert!(resolve_loopback("127.0.0.1:9").is_ok());
-        assert!(resolve_loopback("127.8.9.10:9").is_ok());
-        assert!(resolve_loopback("[::1]:9").is_ok());
-        assert!(resolve_loopback("[::ffff:127.0.0.1]:9").is_ok());
-        let e = resolve_loopback("10.0.0.1:9").unwrap_err();
+        assert!(resolve_default("127.0.0.1:9").is_ok());
+        assert!(resolve_default("127.8.9.10:9").is_ok());
+        assert!(resolve_default("[::1]:9").is_ok());
+        assert!(resolve_default("[::ffff:127.0.0.1]:9").is_ok());
+        let e = resolve_default("10.0.0.1:9").unwrap_err();
         assert!(e.contains("not a loopback address"), "{e}");
-        assert!(resolve_loopback("[2001:db8::1]:9").is_err());
-        assert!(resolve_loopback("0.0.0.0:9").is_err());
+        assert!(resolve_default("[2001:db8::1]:9").is_err());
+        assert!(resolve_default("0.0.0.0:9").is_err());
+    }
+
+    #[test]
+    fn allow_netns_widens_to_private_addresses_only_inside_a_namespace() {
+        // Without the flag, or when the check failed: loopback only.
+        assert!(resolve("10.7.0.2:9", None).is_err());
+        let e = resolve("10.7.0.2:9", Some(Err("why".into()))).unwrap_err();
+        assert!(e.contains("why"), "{e}");
+        assert!(resolve("127.0.0.1:9", Some(Err("why".into()))).is_ok());
+        // Inside a namespace: private and link-local addresses, never public ones.
+        for ok in [
+            "10.7.0.2:9",
+            "172.16.0.1:9",
+            "192.168.1.1:9",
+            "169.254.1.1:9",
+            "[fd00::2]:9",
+            "[fe80::1]:9",
+            "127.0.0.1:9",
+        ] {
+            assert!(resolve(ok, Some(Ok(()))).is_ok(), "{ok}");
+        }
+        for bad in ["8.8.8.8:53", "[2001:db8::1]:9", "0.0.0.0:9", "172.32.0.1:9"] {
+            let e = resolve(bad, Some(Ok(()))).unwrap_err();
+            assert!(e.contains("not a private address"), "{bad}: {e}");
+        }
+        // The namespace check itself: named, and not pid 1's.
+        let (init, ours) = ((4, 4026531840), (4, 4026532301));
+        assert!(netns_allowed(ours, &[ours], Some(init)).is_ok());
+        assert!(
+            netns_allowed(ours, &[ours], None).is_ok(),
+            "pid 1 unreadable"
+        );
+        assert!(
+            netns_allowed(ours, &[], Some(init)).is_err(),
+            "not a named namespace"
+        );
+        assert!(
+            netns_allowed(init, &[init], Some(init)).is_err(),
+            "the initial one, named"
+        );
     }
 
     #[test]

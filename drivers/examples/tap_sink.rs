@@ -1,0 +1,244 @@
+//! netpoll on smoltcp over a TAP device, bulk one way: the netpoll side of the bulk receive and
+//! bulk transmit measurements of `hosted/bench/tap.py` (feature `tap`, Linux, needs
+//! `CAP_NET_ADMIN`; run it in a network namespace), plus an echo with a chosen backlog.
+//!
+//! The same modes as `raw_benchmark` (smoltcp alone), written as a netpoll application:
+//! an accept loop and one task per connection over `TcpListener` / `TcpStream`, on `TapNet`
+//! with the configuration `netpoll echo --backend tap` uses (64 KiB socket buffers, backlog
+//! 128, MTU 1500):
+//!
+//! * `sink`: reads `--buf` bytes at a time and verifies the bulk pattern; after the client's
+//!   FIN, answers `OK <bytes>\n` and closes;
+//! * `source`: writes the bulk pattern, `--buf` bytes per `write_all`, until the client goes
+//!   away;
+//! * `echo`: `netpoll echo`'s loop (read into `--buf` bytes, `write_all` them back). The echo
+//!   measurements use `netpoll echo --backend tap` itself; this mode exists for `--backlog`,
+//!   which `netpoll echo` does not have: the benchmark's diagnostic row runs it with an accept
+//!   pool of one socket to show what the 128 pool sockets cost.
+//!
+//! ```text
+//! ip netns add np && ip netns exec np bash
+//! cargo run --release -p netpoll-drivers --features tap --example tap_sink -- \
+//!     --tap nptap0 --addr 10.7.0.2/24 --port 9009 --mode sink &
+//! ip addr add 10.7.0.1/24 dev nptap0 && ip link set nptap0 up && ip link set lo up
+//! cargo run --release -p netpoll-drivers --example bulk_client -- \
+//!     --allow-netns --addr 10.7.0.2:9009 --mode send --duration 3
+//! exit; ip netns delete np
+//! ```
+
+// Shared with the other benchmark examples; not every example uses every item.
+#[allow(dead_code)]
+mod bench_support;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bench_support::{fill, mismatch, parse_num, parse_secs, pattern, TRAILER_PREFIX};
+use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
+use netpoll_drivers::{Config, SmolBackend, TapDevice, TapNet};
+use netpoll_stack::{TcpListener, TcpStream};
+
+const USAGE: &str = "\
+tap_sink: netpoll on smoltcp over TAP, bulk sink or source (hosted/bench/tap.py)
+
+OPTIONS:
+    --tap NAME          TAP interface to create or attach to [default: nptap0]
+    --addr CIDR         smoltcp's address [default: 10.7.0.2/24]
+    --port N            TCP port to serve [default: 9009]
+    --mode MODE         sink | source | echo [default: sink]
+    --buf BYTES         Bytes per read (sink, echo) or write (source) [default: 65536]
+    --backlog N         Listen backlog: smoltcp sockets in the accept pool [default: 128]
+    --exit-after SECS   Exit after this long (0: never) [default: 0]
+";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Sink,
+    Source,
+    Echo,
+}
+
+struct Options {
+    tap: String,
+    cidr: IpCidr,
+    port: u16,
+    mode: Mode,
+    buf: usize,
+    backlog: u32,
+    exit_after: Duration,
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
+    let mut o = Options {
+        tap: "nptap0".into(),
+        cidr: IpCidr::from_str("10.7.0.2/24").map_err(|()| "default address".to_string())?,
+        port: 9009,
+        mode: Mode::Sink,
+        buf: 64 * 1024,
+        backlog: netpoll_stack::DEFAULT_BACKLOG,
+        exit_after: Duration::ZERO,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--tap" => o.tap = value("--tap")?,
+            "--addr" => {
+                let v = value("--addr")?;
+                o.cidr = IpCidr::from_str(&v)
+                    .map_err(|()| format!("--addr {v:?}: not an address with a prefix length"))?;
+            }
+            "--port" => o.port = parse_num("--port", &value("--port")?)?,
+            "--mode" => {
+                o.mode = match value("--mode")?.as_str() {
+                    "sink" => Mode::Sink,
+                    "source" => Mode::Source,
+                    "echo" => Mode::Echo,
+                    other => return Err(format!("--mode {other:?}: sink, source or echo")),
+                }
+            }
+            "--buf" => o.buf = parse_num("--buf", &value("--buf")?)?,
+            "--backlog" => o.backlog = parse_num("--backlog", &value("--backlog")?)?,
+            "--exit-after" => o.exit_after = parse_secs("--exit-after", &value("--exit-after")?)?,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if o.port == 0 || o.buf == 0 || o.buf > 16 << 20 {
+        return Err("--port must be at least 1 and --buf between 1 and 16 MiB".into());
+    }
+    Ok(Some(o))
+}
+
+type Stream = TcpStream<SmolBackend<TapDevice>>;
+
+/// Reads and verifies until the client's FIN, then answers with the byte count.
+async fn sink(conn: Stream, buf_size: usize, pattern: Arc<Vec<u8>>) {
+    let mut buf = vec![0u8; buf_size];
+    let mut offset = 0u64;
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => {
+                let trailer = format!("{TRAILER_PREFIX}{offset}\n");
+                let _ = conn.write_all(trailer.as_bytes()).await;
+                break;
+            }
+            Ok(n) => {
+                if let Some(at) = mismatch(&pattern, offset, &buf[..n]) {
+                    eprintln!(
+                        "tap_sink: sink: byte mismatch at stream offset {}",
+                        offset + at as u64
+                    );
+                    let _ = conn.abort().await;
+                    return;
+                }
+                offset += n as u64;
+            }
+            Err(e) => {
+                eprintln!("tap_sink: sink: {e}");
+                break;
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// Writes the pattern until the client goes away (a reset or a closed connection).
+async fn source(conn: Stream, buf_size: usize, pattern: Arc<Vec<u8>>) {
+    let mut buf = vec![0u8; buf_size];
+    let mut offset = 0u64;
+    loop {
+        fill(&pattern, offset, &mut buf);
+        if conn.write_all(&buf).await.is_err() {
+            break;
+        }
+        offset += buf.len() as u64;
+    }
+    let _ = conn.close().await;
+}
+
+/// `netpoll echo`'s connection loop.
+async fn echo(conn: Stream, buf_size: usize) {
+    let mut buf = vec![0u8; buf_size];
+    while let Ok(n @ 1..) = conn.read(&mut buf).await {
+        if conn.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+fn run(o: Options) -> Result<(), String> {
+    let config = Config::with_address(
+        o.cidr,
+        // The MAC `netpoll echo --backend tap` uses.
+        EthernetAddress([0x02, 0x6e, 0x70, 0x00, 0x00, 0x01]),
+    );
+    let mut net =
+        TapNet::open(&o.tap, config).map_err(|e| format!("TAP device {:?}: {e}", o.tap))?;
+    let backend = net.backend.clone();
+    let handle = net.scheduler.handle().clone();
+    let addr = SocketAddr::new(o.cidr.address().into(), o.port);
+    let pattern = Arc::new(pattern());
+    let (mode, buf, backlog, exit_after) = (o.mode, o.buf, o.backlog, o.exit_after);
+    let result = net.scheduler.try_block_on(async move {
+        let listener = TcpListener::bind_with_backlog(&backend, addr, backlog)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        eprintln!(
+            "tap_sink: listening on {addr} (mode {mode:?}, backlog {backlog}, TAP {})",
+            o.tap
+        );
+        if !exit_after.is_zero() {
+            let h = handle.clone();
+            handle.spawn(async move {
+                h.sleep(exit_after).await;
+                std::process::exit(0);
+            });
+        }
+        loop {
+            match listener.accept().await {
+                Ok((conn, _peer)) => {
+                    let pattern = pattern.clone();
+                    match mode {
+                        Mode::Sink => handle.spawn(sink(conn, buf, pattern)),
+                        Mode::Source => handle.spawn(source(conn, buf, pattern)),
+                        Mode::Echo => handle.spawn(echo(conn, buf)),
+                    };
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        }
+    });
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(format!("scheduler: {e}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args) {
+        Ok(None) => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tap_sink: {e}");
+            ExitCode::from(2)
+        }
+        Ok(Some(o)) => match run(o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tap_sink: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
