@@ -9,12 +9,15 @@
 //! * [`KernelBackend`]: the `SocketBackend`: non-blocking, close-on-exec sockets, `accept4`,
 //!   `TCP_NODELAY` on by default, `SO_REUSEADDR` on listeners, IPv4 and IPv6, `MSG_NOSIGNAL`;
 //! * [`Runtime`]: what users start (`Runtime::new()?.block_on(async { ... })`) and the free
-//!   functions [`spawn`], [`backend`], [`now`], [`sleep`] that work inside it.
+//!   functions [`spawn`], [`backend`], [`now`], [`sleep`] that work inside it;
+//! * [`MixedNet`]: one scheduler for kernel sockets and smoltcp over a TAP device at once
+//!   ([`MixedSource`] blocks on the TAP device and the epoll descriptor together).
 //!
 //! The state machine, scheduler and Go's I/O loops are not here: they are `netpoll-core` and
 //! `netpoll-stack`, shared with the smoltcp engine. Unsafe code lives only under `sys/`.
 
 mod backend;
+mod mixed;
 pub mod signal;
 mod source;
 mod sys;
@@ -22,6 +25,7 @@ mod sys;
 mod runtime;
 
 pub use backend::{error_kind, KernelBackend, KernelSocket};
+pub use mixed::{MixedError, MixedNet, MixedScheduler, MixedSource};
 pub use netpoll_core::{yield_now, Handle, Instant, JoinHandle};
 pub use netpoll_stack::{Error, ErrorKind, Op};
 pub use runtime::{backend, handle, now, sleep, spawn, Builder, MonotonicClock, Runtime};

@@ -1,7 +1,7 @@
 //! epoll FFI (Go: `runtime/netpoll_epoll.go`).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::syscall;
@@ -67,6 +67,14 @@ impl Epoll {
             ms
         ))?;
         Ok(n as usize)
+    }
+}
+
+/// The epoll descriptor itself: readable while events are ready, so another poller can wait on
+/// it (the mixed source's TAP waiter does).
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
