@@ -67,7 +67,7 @@ where
 /// What a loopback stream can absorb with the peer not reading: at most the send buffer's
 /// autotuning limit (`tcp_wmem` max) plus the receive buffer's (`tcp_rmem` max); the backend
 /// sets neither `SO_SNDBUF` nor `SO_RCVBUF`.
-fn kernel_max_buffered() -> usize {
+pub(crate) fn kernel_max_buffered() -> usize {
     fn max_of(path: &str) -> Option<usize> {
         let s = std::fs::read_to_string(path).ok()?;
         s.split_whitespace().nth(2)?.parse().ok()

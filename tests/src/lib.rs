@@ -53,6 +53,7 @@ pub mod checked;
 pub mod hosted;
 pub mod smoltcp;
 pub mod suite;
+pub mod tap;
 
 pub use checked::{Checked, Ledger};
 
@@ -120,6 +121,8 @@ where
 ///
 /// On the kernel both backends are the same and `server_ip` is 127.0.0.1. On a smoltcp wire
 /// `server` and `client` are two hosts with different IPs sharing one scheduler.
+/// On TAP ([`tap::TapHarness`]) `server` is smoltcp on the TAP device and `client` the kernel
+/// on its other side, one scheduler polling both.
 pub struct Env<B: SocketBackend> {
     /// The backend servers listen on (and accepted streams live on).
     pub server: B,
@@ -311,7 +314,7 @@ impl<B: SocketBackend> Env<B> {
 
     /// Asserts no task is parked on a pollDesc (Go: `netpollWaiters == 0` after all I/O
     /// completed, spec §6 #55).
-        pub async fn assert_no_waiters(&self) {
+    pub async fn assert_no_waiters(&self) {
         // A waker decrements the count just *after* waking its task (Go #61454: never before the
         // task is runnable), so with several workers the task can finish first: allow that
         // short window, never a count that stays up.
