@@ -104,3 +104,67 @@ fn block_on_can_run_again_on_the_same_runtime() {
         assert_eq!(v, 240 + round);
     }
 }
+
+/// Readying tasks from the poller's own thread must not write the eventfd: a notification is
+/// only for a poller that is really blocked (Go: `netpollBreak` only when someone polls).
+#[test]
+fn echo_traffic_does_not_break_the_poller() {
+    for workers in [1, 2] {
+        let mut rt = Runtime::builder().workers(workers).build().unwrap();
+        let msgs = rt.block_on(async {
+            let backend = netpoll_hosted::backend();
+            let ln = netpoll_hosted::TcpListener::bind(&backend, "127.0.0.1:0".parse().unwrap())
+                .unwrap();
+            let addr = ln.local_addr().unwrap();
+            netpoll_hosted::spawn(async move {
+                while let Ok((c, _)) = ln.accept().await {
+                    netpoll_hosted::spawn(async move {
+                        let mut buf = [0u8; 128];
+                        while let Ok(n @ 1..) = c.read(&mut buf).await {
+                            if c.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            let clients: Vec<_> = (0..10)
+                .map(|_| {
+                    let backend = backend.clone();
+                    netpoll_hosted::spawn(async move {
+                        let c = netpoll_hosted::TcpStream::connect(&backend, addr)
+                            .await
+                            .unwrap();
+                        let mut buf = [0u8; 128];
+                        for _ in 0..1000 {
+                            c.write_all(&[7u8; 128]).await.unwrap();
+                            let mut got = 0;
+                            while got < 128 {
+                                got += c.read(&mut buf[got..]).await.unwrap();
+                            }
+                        }
+                        1000
+                    })
+                })
+                .collect();
+            let mut msgs = 0u64;
+            for c in clients {
+                msgs += c.await;
+            }
+            msgs
+        });
+        let writes = rt
+            .poll_stats()
+            .wakeup_writes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let waits = rt
+            .poll_stats()
+            .epoll_waits
+            .load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("workers {workers}: {msgs} msgs, {waits} epoll_waits, {writes} eventfd writes");
+        assert!(
+            writes * 20 < msgs,
+            "workers {workers}: {writes} eventfd writes for {msgs} messages"
+        );
+    }
+}

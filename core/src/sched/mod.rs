@@ -860,13 +860,19 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             let until = next.map_or(POLL_FOREVER, |t| t.as_nanos());
             shared.poll_until.store(until, Ordering::SeqCst);
         }
-        let r = self.poll(timeout);
+        self.events.clear();
+        let r = self.core.source.poll(timeout, &mut self.events);
         shared.poll_until.store(0, Ordering::SeqCst);
         shared.polling.store(false, Ordering::SeqCst);
         shared.workers[self.id]
             .state
             .store(RUNNING, Ordering::SeqCst);
-        r
+        // Ready the tasks only now that we are RUNNING again: waking them while still marked
+        // POLLING would make every wake break a poll that already returned (an eventfd write
+        // per poll).
+        r.map_err(RunError::Source)?;
+        self.dispatch();
+        Ok(())
     }
 
     /// Polls the source and readies the tasks of the edges found (Go: `netpoll` +
@@ -877,11 +883,16 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             .source
             .poll(timeout, &mut self.events)
             .map_err(RunError::Source)?;
+        self.dispatch();
+        Ok(())
+    }
+
+    /// Wakes the tasks of the events just polled.
+    fn dispatch(&self) {
         let shared = self.shared();
         for &(key, readiness) in &self.events {
             shared.pds.ready(key, readiness).wake(&shared.waiters);
         }
-        Ok(())
     }
 
     /// Parks this worker until woken (Go: `stopm`), unless work or the poller's role is free.
