@@ -3,8 +3,10 @@
 //! A [`SmolSource`](crate::SmolSource) drives its hosts without blocking, then, if it found
 //! nothing and may block, calls [`Wait::wait`] with `min(scheduler timeout, smoltcp's
 //! poll_delay)`. The waiter returns when a frame may be waiting, when [`Wait::wake`] was called,
-//! or when the timeout passed. A TAP waiter blocks in `poll(2)` on the TAP fd plus an eventfd;
-//! the wire's blocks on a condition variable, or in simulated time advances the clock instead.
+//! or when the timeout passed. A TAP waiter blocks in `poll(2)` on the TAP fd plus an eventfd
+//! (and, with `TapWaiter::also_watch`, one more descriptor, such as an epoll instance's, so one
+//! thread can sleep on smoltcp and kernel sockets at once); the wire's blocks on a condition
+//! variable, or in simulated time advances the clock instead.
 
 use alloc::sync::Arc;
 use core::fmt;
