@@ -41,13 +41,6 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
     /// One socket: a listener or a stream.
     type Socket: Send + Sync + 'static;
 
-    /// Whether a [`SocketBackend::try_read`] that returned fewer bytes than asked (but more
-    /// than zero) proves the receive queue empty, so that the next read may wait for the next
-    /// edge without first trying a read that could only say `WouldBlock`. True for kernel
-    /// stream sockets (a short `read` drained the queue; new data raises a new edge); false
-    /// for ring buffers that may return short at the wrap-around.
-    const SHORT_READ_DRAINS: bool = false;
-
     /// The scheduler whose pollDescs this backend's readiness source feeds.
     fn handle(&self) -> &Handle;
 
@@ -81,6 +74,19 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
 
     /// Reads into `buf` (non-empty). `Ok(0)` is end of stream.
     fn try_read(&self, socket: &Self::Socket, buf: &mut [u8]) -> Result<usize, TryError>;
+
+    /// As [`SocketBackend::try_read`], and also whether this read proved the receive queue
+    /// empty ("drained"). After a drained read the stack waits for the next readiness edge
+    /// before reading again, saving a read that could only say `WouldBlock` (the edge-triggered
+    /// contract guarantees that edge). `true` must be certain; `false` is always safe, and is
+    /// what the default says.
+    fn try_read_drained(
+        &self,
+        socket: &Self::Socket,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool), TryError> {
+        self.try_read(socket, buf).map(|n| (n, false))
+    }
 
     /// Writes from `buf` (non-empty); returns how much the stack accepted. A userspace stack
     /// must transmit or wake its poller before returning (DESIGN.md rule 5).

@@ -48,9 +48,8 @@ pub(crate) struct Fd<B: SocketBackend> {
     pub(crate) backend: B,
     pub(crate) pd: Arc<PollDesc>,
     pub(crate) socket: B::Socket,
-    /// The last read was short, so the receive queue is empty (only with
-    /// [`SocketBackend::SHORT_READ_DRAINS`]). Touched only by the read-lock holder; Relaxed
-    /// suffices because the lock orders its users.
+    /// The last read drained the receive queue ([`SocketBackend::try_read_drained`]).
+    /// Touched only by the read-lock holder; Relaxed suffices because the lock orders its users.
     pub(crate) read_drained: AtomicBool,
     state: spin::Mutex<FdState>,
 }

@@ -214,7 +214,7 @@ impl<B: SocketBackend> TcpStream<B> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if B::SHORT_READ_DRAINS && fd.read_drained.load(Ordering::Relaxed) {
+        if fd.read_drained.load(Ordering::Relaxed) {
             // The last read drained the socket, so a read now could only say WouldBlock: wait
             // for the next edge first. Unlike `prepare`, keep a latched readiness: it is that
             // edge. Closed/expired still fail before any I/O (D1).
@@ -226,12 +226,11 @@ impl<B: SocketBackend> TcpStream<B> {
             fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
         }
         loop {
-            match fd.backend.try_read(&fd.socket, buf) {
-                Ok(n) => {
-                    // Relaxed: see `Fd::read_drained`. EOF (0) is not "drained": the next read
-                    // must return 0 again without waiting for an edge that never comes.
-                    fd.read_drained
-                        .store(n > 0 && n < buf.len(), Ordering::Relaxed);
+            match fd.backend.try_read_drained(&fd.socket, buf) {
+                Ok((n, drained)) => {
+                    // Relaxed: see `Fd::read_drained`. EOF (0) is never "drained": the next
+                    // read must return 0 again without waiting for an edge that never comes.
+                    fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
                     return Ok(n);
                 }
                 Err(TryError::WouldBlock) => wait(fd, Direction::Read, Op::Read).await?,

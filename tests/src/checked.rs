@@ -239,6 +239,21 @@ impl<B: SocketBackend> SocketBackend for Checked<B> {
         self.inner.try_read(&socket.inner, buf)
     }
 
+    fn try_read_drained(
+        &self,
+        socket: &Self::Socket,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool), TryError> {
+        self.ledger.use_(socket.id, "try_read_drained");
+        if buf.is_empty() {
+            self.ledger.violation(format!(
+                "socket #{}: try_read_drained with an empty buffer (the stack answers those itself)",
+                socket.id
+            ));
+        }
+        self.inner.try_read_drained(&socket.inner, buf)
+    }
+
     fn try_write(&self, socket: &Self::Socket, buf: &[u8]) -> Result<usize, TryError> {
         self.ledger.use_(socket.id, "try_write");
         if buf.is_empty() {

@@ -250,11 +250,6 @@ fn mismatch() -> ! {
 impl SocketBackend for TapBackend {
     type Socket = TapSocket;
 
-    // CAUTION: the kernel's `SHORT_READ_DRAINS` is true and smoltcp's false; one type needs one
-    // value, and false is correct for both (it only costs the kernel side one read that says
-    // `WouldBlock` after a short read).
-    const SHORT_READ_DRAINS: bool = false;
-
     fn handle(&self) -> &Handle {
         match self {
             TapBackend::Smol(b) => b.handle(),
@@ -306,6 +301,14 @@ impl SocketBackend for TapBackend {
 
     fn try_read(&self, socket: &TapSocket, buf: &mut [u8]) -> Result<usize, TryError> {
         dispatch!(self, socket, |b, s| b.try_read(s, buf))
+    }
+
+    fn try_read_drained(
+        &self,
+        socket: &TapSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool), TryError> {
+        dispatch!(self, socket, |b, s| b.try_read_drained(s, buf))
     }
 
     fn try_write(&self, socket: &TapSocket, buf: &[u8]) -> Result<usize, TryError> {
