@@ -125,6 +125,11 @@ impl Readiness {
     pub const ERROR: Readiness = Readiness(4 | 1 | 2);
     /// Both directions.
     pub const BOTH: Readiness = Readiness(1 | 2);
+    /// The peer closed its side or the connection failed (Go: `EPOLLRDHUP`/`EPOLLHUP`/
+    /// `EPOLLERR` in the event): the read side will end with EOF or an error however much data
+    /// is left. Implies [`Readiness::READABLE`]. Sticky on the pollDesc until it is reused
+    /// ([`crate::PollDesc::read_closed`]).
+    pub const READ_CLOSED: Readiness = Readiness(8 | 1);
 
     /// Whether every bit of `other` is set in `self`.
     pub const fn contains(self, other: Readiness) -> bool {
@@ -142,6 +147,11 @@ impl Readiness {
     /// Whether this is an error-only event.
     pub const fn is_error(self) -> bool {
         self.0 & 4 != 0
+    }
+
+    /// Whether this reports the read side closed (FIN, reset or error).
+    pub const fn is_read_closed(self) -> bool {
+        self.0 & 8 != 0
     }
 
     /// Whether no bit is set.
@@ -167,7 +177,12 @@ impl fmt::Debug for Readiness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
         f.write_str("Readiness(")?;
-        for (bit, name) in [(1, "READABLE"), (2, "WRITABLE"), (4, "ERROR")] {
+        for (bit, name) in [
+            (1, "READABLE"),
+            (2, "WRITABLE"),
+            (4, "ERROR"),
+            (8, "READ_CLOSED"),
+        ] {
             if self.0 & bit != 0 {
                 write!(f, "{sep}{name}")?;
                 sep = "|";

@@ -87,9 +87,19 @@ fn no_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 impl SocketBackend for KernelBackend {
     type Socket = KernelSocket;
 
-    // No `try_read_drained` override: a short read does not prove the socket drained, because
-    // a FIN received with the data stays unread, and its edge may already have been consumed
-    // (found by the conformance suite on the 2-worker runtime: EOF never delivered).
+    /// A short read (fewer bytes than asked, more than zero) on a TCP socket emptied its
+    /// receive queue: `tcp_recvmsg` stops early only when the queue is empty, and data still in
+    /// the socket backlog raises a new epoll edge when `release_sock` processes it. A FIN or
+    /// reset already received is not "data": the stack checks `PollDesc::read_closed` (set by
+    /// the `EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR` edge) before trusting this.
+    fn try_read_drained(
+        &self,
+        socket: &KernelSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool), TryError> {
+        let n = no_eintr(|| sock::read(socket.fd, buf)).map_err(try_error)?;
+        Ok((n, n > 0 && n < buf.len()))
+    }
 
     fn handle(&self) -> &Handle {
         &self.handle

@@ -127,6 +127,9 @@ fn readiness(flags: u32) -> Readiness {
     if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
         r |= Readiness::READABLE;
     }
+    if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+        r |= Readiness::READ_CLOSED;
+    }
     if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
         r |= Readiness::WRITABLE;
     }
@@ -204,12 +207,14 @@ mod tests {
     fn mode_mapping_follows_go() {
         let f = |x: i32| readiness(x as u32);
         assert_eq!(f(libc::EPOLLIN), Readiness::READABLE);
-        assert_eq!(f(libc::EPOLLRDHUP), Readiness::READABLE);
+        assert_eq!(f(libc::EPOLLRDHUP), Readiness::READ_CLOSED);
+        assert!(f(libc::EPOLLIN | libc::EPOLLRDHUP).is_read_closed());
+        assert!(!f(libc::EPOLLIN | libc::EPOLLOUT).is_read_closed());
         assert_eq!(f(libc::EPOLLOUT), Readiness::WRITABLE);
-        assert_eq!(f(libc::EPOLLHUP), Readiness::BOTH);
+        assert_eq!(f(libc::EPOLLHUP), Readiness::BOTH | Readiness::READ_CLOSED);
         assert_eq!(
             f(libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR),
-            Readiness::BOTH
+            Readiness::BOTH | Readiness::READ_CLOSED
         );
         assert!(f(libc::EPOLLERR).is_error());
         assert!(!f(libc::EPOLLERR | libc::EPOLLIN).is_error());

@@ -214,10 +214,11 @@ impl<B: SocketBackend> TcpStream<B> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if fd.read_drained.load(Ordering::Relaxed) {
+        if fd.read_drained.load(Ordering::Relaxed) && !fd.pd.read_closed() {
             // The last read drained the socket, so a read now could only say WouldBlock: wait
             // for the next edge first. Unlike `prepare`, keep a latched readiness: it is that
-            // edge. Closed/expired still fail before any I/O (D1).
+            // edge. Closed/expired still fail before any I/O (D1). Not once the peer's FIN or a
+            // reset was reported: that end is already queued and raises no further edge.
             fd.pd
                 .check_err(Direction::Read)
                 .map_err(|e| err(e.into()))?;
@@ -291,6 +292,10 @@ impl<B: SocketBackend> TcpStream<B> {
     fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
         let err = |k| Error::new(Op::Shutdown, k);
         let _ref = self.fd.incref().map_err(err)?;
+        if how == Shutdown::Read {
+            // Reads end now; never wait for an edge first (Relaxed: see `Fd::read_drained`).
+            self.fd.read_drained.store(false, Ordering::Relaxed);
+        }
         self.fd.backend.shutdown(&self.fd.socket, how).map_err(err)
     }
 

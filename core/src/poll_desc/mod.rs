@@ -406,6 +406,25 @@ impl PollDesc {
             });
     }
 
+    /// Latches `READ_CLOSED` for generation `gen` (lock-free; generation-checked as
+    /// `set_event_err`).
+    fn set_read_closed(&self, gen: u32) {
+        // SeqCst: as `publish_info`; pairs with the load in `read_closed`.
+        let _ = self
+            .info
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| {
+                (info_generation(x) == gen && x & READ_CLOSED == 0).then_some(x | READ_CLOSED)
+            });
+    }
+
+    /// Whether an event reported the read side closed (FIN, reset, error) since this
+    /// descriptor was opened: the next read will end in EOF or an error, so it must not wait
+    /// for another edge. No Go equivalent; see [`crate::SocketBackend::try_read_drained`].
+    pub fn read_closed(&self) -> bool {
+        // SeqCst: pairs with the RMW in `set_read_closed`.
+        self.info.load(Ordering::SeqCst) & READ_CLOSED != 0
+    }
+
     /// Why a wait in `dir` must not happen, if it must not. Go: `netpollcheckerr`.
     /// Priority: closing, then timeout, then (reads only) event error.
     pub fn check_err(&self, dir: Direction) -> Result<(), PollError> {
@@ -551,6 +570,9 @@ impl PollDesc {
             return woken;
         }
         self.set_event_err(readiness.is_error(), key.generation());
+        if readiness.is_read_closed() {
+            self.set_read_closed(key.generation());
+        }
         for dir in Direction::BOTH {
             if readiness.has(dir) {
                 woken.push(self.sem[dir.index()].unblock(true));
@@ -707,6 +729,8 @@ impl PollDesc {
             d.disarm();
         }
         self.set_event_err(false, self.generation());
+        // SeqCst: as every `info` access. A reused slot starts with its read side open.
+        self.info.fetch_and(!READ_CLOSED, Ordering::SeqCst);
         self.publish_info(&inner);
     }
 

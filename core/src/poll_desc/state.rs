@@ -32,11 +32,13 @@
 //! # The summary word (`info`, Go: `atomicInfo`)
 //!
 //! ```text
-//! | 63 ........ 32 | 31 ... 4 |      3       |      2      |     1     |    0    |
-//! |   generation   |  unused  | EXPIRED_WRITE| EXPIRED_READ| EVENT_ERR | CLOSING |
+//! | 63 ........ 32 | 31 ... 5 |      4      |      3       |      2      |     1     |    0    |
+//! |   generation   |  unused  | READ_CLOSED | EXPIRED_WRITE| EXPIRED_READ| EVENT_ERR | CLOSING |
 //! ```
 //!
-//! Everything but `EVENT_ERR` is written under the pollDesc lock by `publish_info`;
+//! `READ_CLOSED` (no Go equivalent) is set lock-free, like `EVENT_ERR`, and never cleared until
+//! the slot is reused. Everything but those two is written under the pollDesc lock by
+//! `publish_info`;
 //! `EVENT_ERR` is set lock-free by `set_event_err`, which re-checks the generation held in
 //! the same word (Go #59545). Explicit widths: the generation is the full 32 bits (spec §7 #26).
 
@@ -56,6 +58,10 @@ pub(crate) const CLOSING: u64 = 1 << 0;
 /// An error-only event was seen for this generation (Go: `pollEventErr`); cleared by the next
 /// non-error event. Read errors only.
 pub(crate) const EVENT_ERR: u64 = 1 << 1;
+/// An event reported the read side closed (FIN, reset, error): the next read ends in EOF or
+/// an error. Sticky until reuse. Lets a read skip its syscall after a drained read only when
+/// no such end is pending. No Go equivalent (Go always retries the syscall).
+pub(crate) const READ_CLOSED: u64 = 1 << 4;
 /// The read deadline has passed (Go: `pollExpiredReadDeadline`); cleared by a new deadline.
 pub(crate) const EXPIRED_READ: u64 = 1 << 2;
 /// The write deadline has passed (Go: `pollExpiredWriteDeadline`).

@@ -1388,3 +1388,29 @@ fn poll_error_messages_are_go_strings() {
     assert_eq!(PollError::TimedOut.to_string(), "i/o timeout");
     assert_eq!(PollError::NotPollable.to_string(), "not pollable");
 }
+
+// ===== READ_CLOSED (netpoll extension, no Go equivalent) =====
+
+#[test]
+fn read_closed_is_sticky_generation_checked_and_cleared_on_reuse() {
+    let cache = PollCache::new();
+    let pd = cache.alloc();
+    let key = pd.key();
+    assert!(!pd.read_closed());
+    // An event for another generation does not mark this one.
+    let stale = Key::new(key.slot(), key.generation().wrapping_add(7));
+    drop(pd.ready(stale, Readiness::READ_CLOSED));
+    assert!(!pd.read_closed());
+    drop(pd.ready(key, Readiness::READ_CLOSED));
+    assert!(pd.read_closed());
+    // Later ordinary events and deadline changes keep it.
+    drop(pd.ready(key, Readiness::READABLE));
+    let update = pd.set_deadline(Instant::ZERO, &[Direction::Read], None);
+    assert!(update.arm.is_empty() && update.woken.is_empty());
+    assert!(pd.read_closed());
+    drop(pd.evict());
+    cache.free(&pd);
+    let again = cache.alloc();
+    assert_eq!(again.key().slot(), key.slot());
+    assert!(!again.read_closed(), "a reused slot starts with its read side open");
+}
