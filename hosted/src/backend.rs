@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use netpoll_core::backend::{ErrorKind, Shutdown, SocketBackend, TryError};
@@ -46,6 +47,23 @@ fn try_error(e: io::Error) -> TryError {
 #[derive(Debug)]
 pub struct KernelSocket {
     fd: RawFd,
+    /// One byte read ahead by `try_read_drained` (`STASHED | byte`), delivered first next time.
+    stash: AtomicU16,
+    /// An error the kernel reported while a stashed byte was being delivered: the next read's.
+    pending_errno: AtomicI32,
+}
+
+/// Flag bit of [`KernelSocket::stash`].
+const STASHED: u16 = 0x100;
+
+impl KernelSocket {
+    fn new(fd: RawFd) -> Self {
+        KernelSocket {
+            fd,
+            stash: AtomicU16::new(0),
+            pending_errno: AtomicI32::new(0),
+        }
+    }
 }
 
 impl KernelSocket {
@@ -87,18 +105,64 @@ fn no_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 impl SocketBackend for KernelBackend {
     type Socket = KernelSocket;
 
-    /// A short read (fewer bytes than asked, more than zero) on a TCP socket emptied its
-    /// receive queue: `tcp_recvmsg` stops early only when the queue is empty, and data still in
-    /// the socket backlog raises a new epoll edge when `release_sock` processes it. A FIN or
-    /// reset already received is not "data": the stack checks `PollDesc::read_closed` (set by
-    /// the `EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR` edge) before trusting this.
+    /// Reads with `readv` into `buf` plus one spare byte, so that even a read that fills `buf`
+    /// exactly (fixed-size messages: the common case) tells whether the receive queue emptied:
+    /// getting at most `buf.len()` bytes of the `buf.len() + 1` asked proves it, because
+    /// `tcp_recvmsg` stops early only when the queue is empty, and data still in the socket
+    /// backlog raises a new epoll edge when `release_sock` processes it. A spare byte that did
+    /// arrive is kept and delivered first by the next read. A FIN or reset already received is
+    /// not "data": the stack checks `PollDesc::read_closed` (set by the `EPOLLRDHUP`/
+    /// `EPOLLHUP`/`EPOLLERR` edge) before trusting "drained". Net effect: one `read` per
+    /// message instead of a second one that says `EAGAIN`.
     fn try_read_drained(
         &self,
         socket: &KernelSocket,
         buf: &mut [u8],
     ) -> Result<(usize, bool), TryError> {
-        let n = no_eintr(|| sock::read(socket.fd, buf)).map_err(try_error)?;
-        Ok((n, n > 0 && n < buf.len()))
+        // Relaxed (both atomics): only the holder of the stack's read lock for this socket
+        // touches them, and that lock orders successive readers.
+        let errno = socket.pending_errno.swap(0, Ordering::Relaxed);
+        if errno != 0 {
+            return Err(TryError::Failed(error_kind(&io::Error::from_raw_os_error(
+                errno,
+            ))));
+        }
+        let mut off = 0;
+        let stash = socket.stash.swap(0, Ordering::Relaxed);
+        if stash & STASHED != 0 {
+            buf[0] = stash as u8;
+            off = 1;
+            if buf.len() == 1 {
+                return Ok((1, false));
+            }
+        }
+        let mut spare = [0u8; 1];
+        let want = buf.len() - off;
+        match no_eintr(|| sock::read_vectored(socket.fd, &mut buf[off..], &mut spare)) {
+            Ok(n) if n > want => {
+                socket
+                    .stash
+                    .store(STASHED | u16::from(spare[0]), Ordering::Relaxed);
+                Ok((buf.len(), false))
+            }
+            // End of stream: deliver a stashed byte first; the next read sees EOF again.
+            Ok(0) => Ok((off, false)),
+            Ok(n) => Ok((off + n, true)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if off == 1 {
+                    Ok((1, true))
+                } else {
+                    Err(TryError::WouldBlock)
+                }
+            }
+            Err(e) if off == 1 => {
+                // The stashed byte came before the error: deliver it, report the error next.
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                socket.pending_errno.store(errno, Ordering::Relaxed);
+                Ok((1, false))
+            }
+            Err(e) => Err(TryError::Failed(error_kind(&e))),
+        }
     }
 
     fn handle(&self) -> &Handle {
@@ -111,14 +175,14 @@ impl SocketBackend for KernelBackend {
         sock::set_reuseaddr(fd).map_err(|e| Self::fail(fd, e))?;
         sock::bind(fd, &addr).map_err(|e| Self::fail(fd, e))?;
         sock::listen(fd, backlog).map_err(|e| Self::fail(fd, e))?;
-        Ok(KernelSocket { fd })
+        Ok(KernelSocket::new(fd))
     }
 
     fn stream(&self, remote: SocketAddr) -> Result<KernelSocket, ErrorKind> {
         let fd = sock::tcp_socket(&remote).map_err(|e| error_kind(&e))?;
         // TCP_NODELAY on by default, as Go.
         sock::set_nodelay(fd, true).map_err(|e| Self::fail(fd, e))?;
-        Ok(KernelSocket { fd })
+        Ok(KernelSocket::new(fd))
     }
 
     fn register(&self, socket: &KernelSocket, key: Key) -> Result<(), ErrorKind> {
@@ -145,7 +209,7 @@ impl SocketBackend for KernelBackend {
                 k => TryError::Failed(k),
             });
         }
-        Ok((KernelSocket { fd }, peer))
+        Ok((KernelSocket::new(fd), peer))
     }
 
     fn start_connect(&self, socket: &KernelSocket, addr: SocketAddr) -> Result<(), TryError> {
@@ -182,7 +246,8 @@ impl SocketBackend for KernelBackend {
     }
 
     fn try_read(&self, socket: &KernelSocket, buf: &mut [u8]) -> Result<usize, TryError> {
-        no_eintr(|| sock::read(socket.fd, buf)).map_err(try_error)
+        // Through the same path, so a stashed byte is never skipped.
+        self.try_read_drained(socket, buf).map(|(n, _)| n)
     }
 
     fn try_write(&self, socket: &KernelSocket, buf: &[u8]) -> Result<usize, TryError> {

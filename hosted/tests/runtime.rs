@@ -168,3 +168,54 @@ fn echo_traffic_does_not_break_the_poller() {
         );
     }
 }
+
+/// The kernel backend reads one spare byte to learn whether a read that filled the buffer
+/// drained the socket; that byte must come out first, in order, before EOF or a reset.
+#[test]
+fn exact_fill_reads_keep_every_byte_then_eof_or_reset() {
+    for abort in [false, true] {
+        let mut rt = Runtime::builder().workers(1).build().unwrap();
+        rt.block_on(async move {
+            let backend = netpoll_hosted::backend();
+            let ln = netpoll_hosted::TcpListener::bind(&backend, "127.0.0.1:0".parse().unwrap())
+                .unwrap();
+            let addr = ln.local_addr().unwrap();
+            let client = netpoll_hosted::TcpStream::connect(&backend, addr).await.unwrap();
+            let (server, _) = ln.accept().await.unwrap();
+            let data: Vec<u8> = (0..=255u8).cycle().take(16 * 3 + 5).collect();
+            client.write_all(&data).await.unwrap();
+            if abort {
+                // Let the data arrive before the reset.
+                netpoll_hosted::sleep(Duration::from_millis(20)).await;
+                client.abort().await.unwrap();
+            } else {
+                client.close().await.unwrap();
+            }
+            netpoll_hosted::sleep(Duration::from_millis(20)).await;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            let end = loop {
+                match server.read(&mut buf).await {
+                    Ok(0) => break "eof",
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => {
+                        assert_eq!(e.kind(), netpoll_hosted::ErrorKind::ConnectionReset);
+                        break "reset";
+                    }
+                }
+                assert!(got.len() <= data.len(), "bytes invented");
+            };
+            if abort {
+                // CAUTION: Linux discards unread data when a reset arrives, so only a prefix may
+                // be delivered; what is delivered is in order, and the end is a reset, not EOF.
+                assert_eq!(end, "reset");
+                assert_eq!(got[..], data[..got.len()]);
+            } else {
+                assert_eq!(end, "eof");
+                assert_eq!(got, data);
+                // EOF is sticky.
+                assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+            }
+        });
+    }
+}

@@ -227,9 +227,20 @@ pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
     from_raw(&storage)
 }
 
-pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is writable for `buf.len()` bytes.
-    syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
+/// `readv` into `buf`, then `extra`.
+pub(crate) fn read_vectored(fd: RawFd, buf: &mut [u8], extra: &mut [u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+        libc::iovec {
+            iov_base: extra.as_mut_ptr().cast(),
+            iov_len: extra.len(),
+        },
+    ];
+    // SAFETY: both iovecs point at live, writable buffers of the stated lengths.
+    syscall!(readv(fd, iov.as_ptr(), 2)).map(|n| n as usize)
 }
 
 /// `send` with `MSG_NOSIGNAL`: a write to a closed peer is `EPIPE`, never `SIGPIPE` (as Go).
