@@ -1412,5 +1412,8 @@ fn read_closed_is_sticky_generation_checked_and_cleared_on_reuse() {
     cache.free(&pd);
     let again = cache.alloc();
     assert_eq!(again.key().slot(), key.slot());
-    assert!(!again.read_closed(), "a reused slot starts with its read side open");
+    assert!(
+        !again.read_closed(),
+        "a reused slot starts with its read side open"
+    );
 }
