@@ -28,15 +28,27 @@ async fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction, op: Op) -> Result<()
         .map_err(|e| Error::new(op, e.into()))
 }
 
+/// Runs a non-I/O socket call under a reference (Go: `incref`), so a closed socket reports
+/// closed; both failures are reported for `op`.
+fn with_ref<B: SocketBackend, T>(
+    fd: &Fd<B>,
+    op: Op,
+    f: impl FnOnce(&B, &B::Socket) -> Result<T, ErrorKind>,
+) -> Result<T, Error> {
+    let _ref = fd.incref().map_err(|k| Error::new(op, k))?;
+    f(&fd.backend, &fd.socket).map_err(|k| Error::new(op, k))
+}
+
 fn set_deadline<B: SocketBackend>(
     fd: &Fd<B>,
     dirs: &[Direction],
     deadline: Option<Instant>,
 ) -> Result<(), Error> {
     // Go: `incref` first, so a closed fd reports closed (spec §6 #46).
-    let _ref = fd.incref().map_err(|k| Error::new(Op::Set, k))?;
-    fd.backend.handle().set_deadline(&fd.pd, dirs, deadline);
-    Ok(())
+    with_ref(fd, Op::Set, |b, _| {
+        b.handle().set_deadline(&fd.pd, dirs, deadline);
+        Ok(())
+    })
 }
 
 /// A listening TCP socket. Go: `net.TCPListener`.
@@ -101,11 +113,7 @@ impl<B: SocketBackend> TcpListener<B> {
 
     /// The bound address (with the real port if bound to port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
-        self.fd
-            .backend
-            .local_addr(&self.fd.socket)
-            .map_err(|k| Error::new(Op::Get, k))
+        with_ref(&self.fd, Op::Get, |b, s| b.local_addr(s))
     }
 
     /// Sets the deadline for `accept` (`None`: no deadline). Go: `TCPListener.SetDeadline`.
@@ -290,13 +298,13 @@ impl<B: SocketBackend> TcpStream<B> {
     }
 
     fn shutdown(&self, how: Shutdown) -> Result<(), Error> {
-        let err = |k| Error::new(Op::Shutdown, k);
-        let _ref = self.fd.incref().map_err(err)?;
-        if how == Shutdown::Read {
-            // Reads end now; never wait for an edge first (Relaxed: see `Fd::read_drained`).
-            self.fd.read_drained.store(false, Ordering::Relaxed);
-        }
-        self.fd.backend.shutdown(&self.fd.socket, how).map_err(err)
+        with_ref(&self.fd, Op::Shutdown, |b, s| {
+            if how == Shutdown::Read {
+                // Reads end now; never wait for an edge first (Relaxed: see `Fd::read_drained`).
+                self.fd.read_drained.store(false, Ordering::Relaxed);
+            }
+            b.shutdown(s, how)
+        })
     }
 
     /// Sets the read deadline (`None`: none). A deadline at or before now expires at once;
@@ -317,38 +325,22 @@ impl<B: SocketBackend> TcpStream<B> {
 
     /// The local address.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
-        self.fd
-            .backend
-            .local_addr(&self.fd.socket)
-            .map_err(|k| Error::new(Op::Get, k))
+        with_ref(&self.fd, Op::Get, |b, s| b.local_addr(s))
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddr, Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
-        self.fd
-            .backend
-            .peer_addr(&self.fd.socket)
-            .map_err(|k| Error::new(Op::Get, k))
+        with_ref(&self.fd, Op::Get, |b, s| b.peer_addr(s))
     }
 
     /// Turns `TCP_NODELAY` on or off (on by default, as in Go).
     pub fn set_nodelay(&self, nodelay: bool) -> Result<(), Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Set, k))?;
-        self.fd
-            .backend
-            .set_nodelay(&self.fd.socket, nodelay)
-            .map_err(|k| Error::new(Op::Set, k))
+        with_ref(&self.fd, Op::Set, |b, s| b.set_nodelay(s, nodelay))
     }
 
     /// Whether `TCP_NODELAY` is on.
     pub fn nodelay(&self) -> Result<bool, Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
-        self.fd
-            .backend
-            .nodelay(&self.fd.socket)
-            .map_err(|k| Error::new(Op::Get, k))
+        with_ref(&self.fd, Op::Get, |b, s| b.nodelay(s))
     }
 
     /// Closes the connection (FIN), waking blocked operations with a closed error; completes
