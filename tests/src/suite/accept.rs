@@ -256,3 +256,31 @@ pub async fn c25_listen_close_listen_same_address<B: SocketBackend>(env: Env<B>)
         b"again"
     );
 }
+
+/// #60 \[K\], userspace equivalent: a connect to a port with no listener fails with a
+/// "connection refused" error (kernel: `ECONNREFUSED` through `SO_ERROR`; smoltcp: the peer's
+/// RST in SYN-SENT), promptly, and leaves nothing registered.
+pub async fn c60_connect_to_closed_port_is_refused<B: SocketBackend>(env: Env<B>) {
+    // A port that was just listening and is closed now: nobody listens there.
+    let ln = env.listen();
+    let addr = env.addr_of(&ln);
+    ln.close().await.unwrap();
+    let pds_before = env.handle.pds_in_use();
+    let e = env
+        .within(
+            "connect to a closed port",
+            PROMPT,
+            netpoll_stack::TcpStream::connect(&env.client, addr),
+        )
+        .await
+        .expect_err("nobody listens there");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    assert_eq!(e.op(), Op::Connect);
+    assert!(!e.is_timeout() && !e.is_temporary() && !e.is_closed());
+    assert!(e.to_string().contains("connection refused"), "{e}");
+    assert_eq!(
+        env.handle.pds_in_use(),
+        pds_before,
+        "a failed connect must release its socket"
+    );
+}

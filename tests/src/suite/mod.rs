@@ -4,7 +4,8 @@
 //! Every case is `pub async fn <id>_<what><B: SocketBackend>(env: Env<B>)`; the id is the
 //! checklist number (`a01` is item 1, `e48` item 48). [`crate::conformance_suite!`] lists them
 //! all. Items 9, 39 (in part) and 50 are core properties (\[C\]) tested against the core's fake
-//! readiness source; 49 is UDP-only.
+//! readiness source; 49 is UDP-only. From F, #60's userspace equivalent (a refused connect)
+//! is here too (`accept::c60_…`).
 
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
