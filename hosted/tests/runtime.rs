@@ -180,7 +180,9 @@ fn exact_fill_reads_keep_every_byte_then_eof_or_reset() {
             let ln = netpoll_hosted::TcpListener::bind(&backend, "127.0.0.1:0".parse().unwrap())
                 .unwrap();
             let addr = ln.local_addr().unwrap();
-            let client = netpoll_hosted::TcpStream::connect(&backend, addr).await.unwrap();
+            let client = netpoll_hosted::TcpStream::connect(&backend, addr)
+                .await
+                .unwrap();
             let (server, _) = ln.accept().await.unwrap();
             let data: Vec<u8> = (0..=255u8).cycle().take(16 * 3 + 5).collect();
             client.write_all(&data).await.unwrap();
