@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
-use core::sync::atomic::AtomicBool;
+use core::sync::atomic::{AtomicBool, AtomicU32};
 use core::task::Context;
 use core::task::{Poll, Waker};
 
@@ -51,6 +51,9 @@ pub(crate) struct Fd<B: SocketBackend> {
     /// The last read drained the receive queue ([`SocketBackend::try_read_drained`]).
     /// Touched only by the read-lock holder; Relaxed suffices because the lock orders its users.
     pub(crate) read_drained: AtomicBool,
+    /// Operations per direction that completed without waiting since the last wait or yield:
+    /// the cooperative budget ([`crate::tcp::COOP_BUDGET`]). Relaxed: a scheduling hint.
+    pub(crate) streak: [AtomicU32; 2],
     state: spin::Mutex<FdState>,
 }
 
@@ -78,6 +81,7 @@ impl<B: SocketBackend> Fd<B> {
             pd,
             socket,
             read_drained: AtomicBool::new(false),
+            streak: [AtomicU32::new(0), AtomicU32::new(0)],
             state: spin::Mutex::new(FdState::default()),
         }))
     }

@@ -19,8 +19,26 @@ use netpoll_core::backend::{Shutdown, SocketBackend};
 /// Go's default listen backlog when the OS value is unknown (`maxListenerBacklog`).
 pub const DEFAULT_BACKLOG: u32 = 128;
 
+/// How many operations in one direction of one connection may complete in a row without
+/// waiting before the task yields once to the scheduler (tokio's coop budget is 128 too).
+/// Without it, a task reading a connection that always has data would never let other tasks,
+/// timers or I/O run on its worker.
+pub const COOP_BUDGET: u32 = 128;
+
+/// Counts one operation against the cooperative budget; yields when it is spent.
+async fn coop<B: SocketBackend>(fd: &Fd<B>, dir: Direction) {
+    // Relaxed: a scheduling hint, not a synchronisation.
+    let streak = &fd.streak[dir as usize];
+    if streak.fetch_add(1, Ordering::Relaxed) + 1 >= COOP_BUDGET {
+        streak.store(0, Ordering::Relaxed);
+        netpoll_core::yield_now().await;
+    }
+}
+
 /// Waits on the pollDesc after `WouldBlock`, mapping a poll error for `op`.
 async fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction, op: Op) -> Result<(), Error> {
+    // The task is about to give up its worker anyway: a fresh budget afterwards.
+    fd.streak[dir as usize].store(0, Ordering::Relaxed);
     fd.backend
         .handle()
         .wait(&fd.pd, dir)
@@ -96,6 +114,8 @@ impl<B: SocketBackend> TcpListener<B> {
     pub async fn accept(&self) -> Result<(TcpStream<B>, SocketAddr), Error> {
         let err = |k| Error::new(Op::Accept, k);
         let fd = &*self.fd;
+        // A connection flood must not keep the accept loop from yielding either.
+        coop(fd, Direction::Read).await;
         let _lock = fd.lock(Direction::Read).await.map_err(err)?;
         fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
         loop {
@@ -218,6 +238,7 @@ impl<B: SocketBackend> TcpStream<B> {
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let err = |k| Error::new(Op::Read, k);
         let fd = &*self.fd;
+        coop(fd, Direction::Read).await;
         let _lock = fd.lock(Direction::Read).await.map_err(err)?;
         if buf.is_empty() {
             return Ok(0);
@@ -265,6 +286,7 @@ impl<B: SocketBackend> TcpStream<B> {
     async fn write_inner(&self, buf: &[u8], all: bool) -> Result<usize, Error> {
         let err = |k| Error::new(Op::Write, k);
         let fd = &*self.fd;
+        coop(fd, Direction::Write).await;
         let _lock = fd.lock(Direction::Write).await.map_err(err)?;
         fd.pd.prepare(Direction::Write).map_err(|e| err(e.into()))?;
         let mut done = 0;
