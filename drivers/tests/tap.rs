@@ -216,14 +216,28 @@ fn smoltcp_client_to_kernel_server() {
 #[test]
 fn kernel_burst_beyond_backlog_all_succeed() {
     in_netns("kernel_burst_beyond_backlog_all_succeed", || {
-        const N: usize = 64;
+        kernel_burst(64, 16, 7002)
+    });
+}
+
+/// Issue 3's figure: 256 simultaneous kernel connects to a smoltcp listener with backlog 128.
+#[test]
+fn kernel_burst_256_against_backlog_128() {
+    in_netns("kernel_burst_256_against_backlog_128", || {
+        kernel_burst(256, 128, 7003)
+    });
+}
+
+/// `n` kernel clients connect at once to a listener with `backlog`, each echoes 100 bytes.
+fn kernel_burst(n: usize, backlog: u32, port: u16) {
+    {
         let mut net = tap_net();
         let backend = net.backend.clone();
         let host = net.host.clone();
         let handle = net.scheduler.handle().clone();
-        let addr: SocketAddr = format!("{SMOL}:7002").parse().unwrap();
-        let listener = TcpListener::bind_with_backlog(&backend, addr, 16).unwrap();
-        let clients: Vec<_> = (0..N)
+        let addr: SocketAddr = format!("{SMOL}:{port}").parse().unwrap();
+        let listener = TcpListener::bind_with_backlog(&backend, addr, backlog).unwrap();
+        let clients: Vec<_> = (0..n)
             .map(|i| {
                 std::thread::spawn(move || {
                     let mut s = KStream::connect_timeout(&addr, Duration::from_secs(20))
@@ -242,7 +256,7 @@ fn kernel_burst_beyond_backlog_all_succeed() {
         let clients_ref = &clients;
         net.scheduler.block_on(async move {
             let mut tasks = Vec::new();
-            for _ in 0..N {
+            for _ in 0..n {
                 let (conn, _) = listener.accept().await.expect("accept");
                 tasks.push(handle.spawn(async move {
                     let mut buf = [0u8; 100];
@@ -267,8 +281,8 @@ fn kernel_burst_beyond_backlog_all_succeed() {
             c.join().expect("client");
         }
         let stats = host.stats();
-        eprintln!("burst: {stats:?}");
-    });
+        eprintln!("burst of {n} against backlog {backlog}: {stats:?}");
+    }
 }
 
 /// Bad input is an error, never a panic (no device is created: the name is rejected first).
