@@ -31,15 +31,16 @@
 #[allow(dead_code)]
 mod bench_support;
 
+use bench_support::{Mode, ServerOptions as Options};
+
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use bench_support::{fill, mismatch, parse_num, parse_secs, pattern, TRAILER_PREFIX};
+use bench_support::{fill, mismatch, pattern, TRAILER_PREFIX};
 use netpoll_drivers::smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use netpoll_drivers::smoltcp::socket::tcp::{self, State};
 use netpoll_drivers::smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
-use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
+use netpoll_drivers::smoltcp::wire::EthernetAddress;
 use netpoll_drivers::{TapDevice, Wait};
 
 const USAGE: &str = "\
@@ -55,67 +56,9 @@ OPTIONS:
     --exit-after SECS   Exit after this long (0: never) [default: 0]
 ";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Sink,
-    Source,
-    Echo,
-}
-
-struct Options {
-    tap: String,
-    cidr: IpCidr,
-    port: u16,
-    mode: Mode,
-    buf: usize,
-    backlog: usize,
-    exit_after: Duration,
-}
-
+/// Parses the command line (shared with the other benchmark server: `bench_support`).
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = Options {
-        tap: "nptap0".into(),
-        cidr: IpCidr::from_str("10.7.0.2/24").map_err(|()| "default address".to_string())?,
-        port: 9009,
-        mode: Mode::Echo,
-        buf: 128,
-        backlog: 128,
-        exit_after: Duration::ZERO,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--tap" => o.tap = value("--tap")?,
-            "--addr" => {
-                let v = value("--addr")?;
-                o.cidr = IpCidr::from_str(&v)
-                    .map_err(|()| format!("--addr {v:?}: not an address with a prefix length"))?;
-            }
-            "--port" => o.port = parse_num("--port", &value("--port")?)?,
-            "--mode" => {
-                o.mode = match value("--mode")?.as_str() {
-                    "sink" => Mode::Sink,
-                    "source" => Mode::Source,
-                    "echo" => Mode::Echo,
-                    other => return Err(format!("--mode {other:?}: sink, source or echo")),
-                }
-            }
-            "--buf" => o.buf = parse_num("--buf", &value("--buf")?)?,
-            "--backlog" => o.backlog = parse_num("--backlog", &value("--backlog")?)?,
-            "--exit-after" => o.exit_after = parse_secs("--exit-after", &value("--exit-after")?)?,
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    if o.port == 0 || o.buf == 0 || o.backlog == 0 {
-        return Err("--port, --buf and --backlog must be at least 1".into());
-    }
-    Ok(Some(o))
+    Options::defaults(Mode::Echo, 128).parse(args)
 }
 
 /// One accepted connection and its progress.

@@ -30,14 +30,14 @@
 #[allow(dead_code)]
 mod bench_support;
 
+use bench_support::{Mode, ServerOptions as Options};
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bench_support::{fill, mismatch, parse_num, parse_secs, pattern, TRAILER_PREFIX};
-use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
+use bench_support::{fill, mismatch, pattern, TRAILER_PREFIX};
+use netpoll_drivers::smoltcp::wire::EthernetAddress;
 use netpoll_drivers::{Config, SmolBackend, TapDevice, TapNet};
 use netpoll_stack::{TcpListener, TcpStream};
 
@@ -54,67 +54,9 @@ OPTIONS:
     --exit-after SECS   Exit after this long (0: never) [default: 0]
 ";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Sink,
-    Source,
-    Echo,
-}
-
-struct Options {
-    tap: String,
-    cidr: IpCidr,
-    port: u16,
-    mode: Mode,
-    buf: usize,
-    backlog: u32,
-    exit_after: Duration,
-}
-
+/// Parses the command line (shared with the other benchmark server: `bench_support`).
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = Options {
-        tap: "nptap0".into(),
-        cidr: IpCidr::from_str("10.7.0.2/24").map_err(|()| "default address".to_string())?,
-        port: 9009,
-        mode: Mode::Sink,
-        buf: 64 * 1024,
-        backlog: netpoll_stack::DEFAULT_BACKLOG,
-        exit_after: Duration::ZERO,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--tap" => o.tap = value("--tap")?,
-            "--addr" => {
-                let v = value("--addr")?;
-                o.cidr = IpCidr::from_str(&v)
-                    .map_err(|()| format!("--addr {v:?}: not an address with a prefix length"))?;
-            }
-            "--port" => o.port = parse_num("--port", &value("--port")?)?,
-            "--mode" => {
-                o.mode = match value("--mode")?.as_str() {
-                    "sink" => Mode::Sink,
-                    "source" => Mode::Source,
-                    "echo" => Mode::Echo,
-                    other => return Err(format!("--mode {other:?}: sink, source or echo")),
-                }
-            }
-            "--buf" => o.buf = parse_num("--buf", &value("--buf")?)?,
-            "--backlog" => o.backlog = parse_num("--backlog", &value("--backlog")?)?,
-            "--exit-after" => o.exit_after = parse_secs("--exit-after", &value("--exit-after")?)?,
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    if o.port == 0 || o.buf == 0 || o.buf > 16 << 20 {
-        return Err("--port must be at least 1 and --buf between 1 and 16 MiB".into());
-    }
-    Ok(Some(o))
+    Options::defaults(Mode::Sink, 64 * 1024).parse(args)
 }
 
 type Stream = TcpStream<SmolBackend<TapDevice>>;

@@ -5,7 +5,10 @@
 //! Not an example itself (Cargo discovers `examples/*.rs` and `examples/*/main.rs` only); each
 //! example includes it with `mod bench_support;` and uses what it needs.
 
+use std::str::FromStr;
 use std::time::Duration;
+
+use netpoll_drivers::smoltcp::wire::IpCidr;
 
 /// Period of the bulk byte pattern: a prime, so a lost, duplicated or shifted stretch of a
 /// stream never lines up with the pattern again by accident.
@@ -111,4 +114,92 @@ pub fn check_netns() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// What a benchmark server does with each connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Read and verify the bulk pattern; answer the trailer after the client's FIN.
+    Sink,
+    /// Write the bulk pattern until the client goes away.
+    Source,
+    /// Write back what was read.
+    Echo,
+}
+
+/// The options both benchmark servers (`raw_benchmark`, `tap_sink`) take.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// TAP interface.
+    pub tap: String,
+    /// smoltcp's address on the link.
+    pub cidr: IpCidr,
+    /// TCP port served.
+    pub port: u16,
+    /// What to do with each connection.
+    pub mode: Mode,
+    /// Bytes per read (sink, echo) or write (source).
+    pub buf: usize,
+    /// Listening sockets kept in the accept pool.
+    pub backlog: u32,
+    /// Exit after this long (zero: never).
+    pub exit_after: Duration,
+}
+
+impl ServerOptions {
+    /// The defaults shared by both servers; `mode` and `buf` differ per server.
+    pub fn defaults(mode: Mode, buf: usize) -> Self {
+        ServerOptions {
+            tap: "nptap0".into(),
+            cidr: IpCidr::from_str("10.7.0.2/24").expect("a valid default address"),
+            port: 9009,
+            mode,
+            buf,
+            backlog: 128,
+            exit_after: Duration::ZERO,
+        }
+    }
+
+    /// Parses `args` over these defaults; `Ok(None)` means `--help` was asked for.
+    pub fn parse(mut self, args: &[String]) -> Result<Option<Self>, String> {
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--tap" => self.tap = value("--tap")?,
+                "--addr" => {
+                    let v = value("--addr")?;
+                    self.cidr = IpCidr::from_str(&v).map_err(|()| {
+                        format!("--addr {v:?}: not an address with a prefix length")
+                    })?;
+                }
+                "--port" => self.port = parse_num("--port", &value("--port")?)?,
+                "--mode" => {
+                    self.mode = match value("--mode")?.as_str() {
+                        "sink" => Mode::Sink,
+                        "source" => Mode::Source,
+                        "echo" => Mode::Echo,
+                        other => return Err(format!("--mode {other:?}: sink, source or echo")),
+                    }
+                }
+                "--buf" => self.buf = parse_num("--buf", &value("--buf")?)?,
+                "--backlog" => self.backlog = parse_num("--backlog", &value("--backlog")?)?,
+                "--exit-after" => {
+                    self.exit_after = parse_secs("--exit-after", &value("--exit-after")?)?
+                }
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        if self.port == 0 || self.buf == 0 || self.buf > 16 << 20 || self.backlog == 0 {
+            return Err(
+                "--port and --backlog must be at least 1 and --buf between 1 and 16 MiB".into(),
+            );
+        }
+        Ok(Some(self))
+    }
 }
