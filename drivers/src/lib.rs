@@ -98,6 +98,8 @@ mod error;
 mod frame;
 mod host;
 mod net;
+#[cfg(feature = "tap")]
+pub mod netns;
 mod source;
 #[cfg(feature = "tap")]
 mod sys;

@@ -8,79 +8,24 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener as KListener, TcpStream as KStream};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
-use netpoll_drivers::{Config, TapDevice, TapNet};
+use netpoll_drivers::{netns, Config, TapDevice, TapNet};
 use netpoll_stack::{TcpListener, TcpStream};
 
-const ENV: &str = "NETPOLL_DRIVERS_NETNS";
 const TAP: &str = "nptap0";
 const SMOL: &str = "10.7.0.2";
 const KERNEL: &str = "10.7.0.1";
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Deletes the namespace when the test ends, whatever happens.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        ip(&["netns", "delete", &self.0]);
-    }
-}
-
-/// Outside CI a test without the privileges it needs skips with a message; in CI (`CI=true`,
-/// which runs as root) that is a failure, never a silent skip.
-fn skip(test: &str, why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}; CI must run the TAP tests");
-    }
-    eprintln!("SKIP {test}: {why}");
-}
-
-/// Runs `body` inside a fresh network namespace (by re-running this test binary there).
+/// Runs `body` in a namespace of its own (see `netpoll_drivers::netns`).
 fn in_netns(test: &str, body: impl FnOnce()) {
-    if std::env::var_os(ENV).is_some() {
-        body();
-        return;
-    }
-    static N: AtomicU32 = AtomicU32::new(0);
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        skip(test, "no /dev/net/tun");
-        return;
-    }
-    let name = format!(
-        "netpoll-drv-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    if !ip(&["netns", "add", &name]) {
-        skip(
-            test,
-            "cannot create a network namespace (needs root and iproute2)",
-        );
-        return;
-    }
-    let ns = Netns(name);
-    let exe = std::env::current_exe().expect("test binary path");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ENV, &ns.0)
-        .status()
-        .expect("run the test inside the namespace");
-    drop(ns);
-    assert!(status.success(), "{test} failed inside its namespace");
+    netns::in_netns(test, "netpoll-drv", body)
+}
+
+/// `ip ARGS` succeeded.
+fn ip(args: &[&str]) -> bool {
+    netns::ip(args).is_ok()
 }
 
 /// Opens the TAP device, gives the kernel side its address, brings links up, builds smoltcp.

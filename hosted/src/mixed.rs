@@ -217,66 +217,20 @@ mod tests {
 
     use std::io::{Read, Write};
     use std::net::SocketAddr;
-    use std::process::Command;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
     use netpoll_stack::{TcpListener, TcpStream};
 
-    const ENV: &str = "NETPOLL_HOSTED_NETNS";
     const TAP: &str = "npmix0";
 
-    fn ip(args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    /// Outside CI a test without the privileges it needs skips with a message; in CI
-    /// (`CI=true`, which runs as root) that is a failure.
-    fn skip(test: &str, why: &str) {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: {why}; CI must run the TAP tests");
-        }
-        eprintln!("SKIP {test}: {why}");
-    }
-
-    /// Runs `body` inside a fresh network namespace (re-running this test binary there), and
-    /// deletes the namespace afterwards.
+    /// Runs `body` in a namespace of its own (see `netpoll_drivers::netns`).
     fn in_netns(test: &str, body: impl FnOnce()) {
-        if std::env::var_os(ENV).is_some() {
-            body();
-            return;
-        }
-        static N: AtomicU32 = AtomicU32::new(0);
-        if !std::path::Path::new("/dev/net/tun").exists() {
-            return skip(test, "no /dev/net/tun");
-        }
-        let name = format!(
-            "netpoll-mix-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        if !ip(&["netns", "add", &name]) {
-            return skip(
-                test,
-                "cannot create a network namespace (needs root, iproute2)",
-            );
-        }
-        let out = Command::new("ip")
-            .args(["netns", "exec", &name])
-            .arg(std::env::current_exe().expect("test binary path"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(ENV, &name)
-            .output();
-        ip(&["netns", "delete", &name]);
-        let out = out.expect("run the test inside the namespace");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprint!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{test} failed inside its namespace");
-        assert!(stdout.contains("1 passed"), "{test} did not run inside");
+        netpoll_drivers::netns::in_netns(test, "netpoll-mix", body)
+    }
+
+    /// `ip ARGS` succeeded.
+    fn ip(args: &[&str]) -> bool {
+        netpoll_drivers::netns::ip(args).is_ok()
     }
 
     #[test]

@@ -16,12 +16,9 @@
 
 use core::future::Future;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use netpoll_core::{Handle, Key};
+use netpoll_drivers::netns::{self, ip};
 use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
 use netpoll_drivers::{Config, SmolBackend, SmolSocket, TapDevice};
 use netpoll_hosted::{KernelBackend, KernelSocket, MixedNet};
@@ -30,18 +27,12 @@ use netpoll_stack::{ErrorKind, SocketBackend, TryError};
 
 use crate::{Env, Harness};
 
-/// Set (to the namespace's name) in the re-run test binary: "you are inside, run the case".
-const INSIDE: &str = "NETPOLL_CONFORMANCE_NETNS";
 /// The TAP interface, created anew in each namespace.
 const TAP: &str = "nptap0";
 /// smoltcp's address: the server side.
 pub const SMOL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 2);
 /// The kernel's address on the TAP: the client side.
 pub const KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 1);
-/// How long the outer test waits for the re-run binary before killing it (the case's own
-/// watchdog, [`crate::WATCHDOG`], fires well before).
-const OUTER_LIMIT: Duration = Duration::from_secs(90);
-
 /// Runs a case in a fresh network namespace: server on smoltcp over TAP, client on the kernel
 /// TCP stack, one scheduler ([`MixedNet`]).
 #[derive(Debug)]
@@ -55,11 +46,7 @@ impl Harness for TapHarness {
         F: FnOnce(Env<TapBackend>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        if std::env::var_os(INSIDE).is_some() {
-            run_inside(body);
-        } else {
-            run_outside();
-        }
+        netns::in_netns(&current_test(), "npconf", || run_inside(body));
     }
 }
 
@@ -91,121 +78,13 @@ where
     net.scheduler.block_on(body(env));
 }
 
-/// Outside: re-run this very test inside a fresh namespace, then delete the namespace.
-fn run_outside() {
-    let thread = std::thread::current();
-    let test = match thread.name() {
+/// The libtest name of the running test (libtest names each test's thread after it), which is
+/// how the harness re-runs just this case inside a namespace.
+fn current_test() -> String {
+    match std::thread::current().name() {
         Some(name) if name != "main" => name.to_owned(),
-        // libtest names each test's thread after the test; that is how we re-run just it.
         _ => panic!("TapHarness runs only inside a #[test] (it re-runs the test by name)"),
-    };
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return skip(&test, "no /dev/net/tun");
     }
-    static N: AtomicU32 = AtomicU32::new(0);
-    let ns = format!(
-        "npconf-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    if let Err(e) = ip(&["netns", "add", &ns]) {
-        return skip(
-            &test,
-            &format!("cannot create a network namespace (needs root and iproute2): {e}"),
-        );
-    }
-    let netns = Netns(ns);
-    let result = run_in(&netns.0, &test);
-    drop(netns);
-    let (ok, stdout, stderr) = result;
-    // Shown when the test fails (libtest captures this thread's output).
-    eprint!("--- inside the namespace ---\n{stdout}{stderr}");
-    assert!(ok, "{test} failed inside its network namespace");
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "{test} did not run inside its namespace (test name not found?)"
-    );
-}
-
-/// Runs `<exe> <test> --exact` in namespace `ns`, at most [`OUTER_LIMIT`]. Returns (passed,
-/// stdout, stderr).
-fn run_in(ns: &str, test: &str) -> (bool, String, String) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, ns)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the test inside its namespace");
-    // Read both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait().expect("wait for the inner test") {
-            Some(status) => break Some(status),
-            None if start.elapsed() > OUTER_LIMIT => {
-                // Our own child, by its handle (pid).
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let stdout = out.join().unwrap_or_default();
-    let mut stderr = err.join().unwrap_or_default();
-    if status.is_none() {
-        stderr.push_str(&format!("\nkilled after {OUTER_LIMIT:?}\n"));
-    }
-    (status.is_some_and(|s| s.success()), stdout, stderr)
-}
-
-/// Deletes the namespace when dropped, whatever happened.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "delete", &self.0]) {
-            eprintln!("could not delete network namespace {}: {e}", self.0);
-        }
-    }
-}
-
-/// Runs `ip ARGS`; the error says what failed.
-fn ip(args: &[&str]) -> Result<(), String> {
-    match Command::new("ip").args(args).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Err(format!("ip {}: {e}", args.join(" "))),
-    }
-}
-
-/// Outside CI a case without the privileges it needs skips with a message; in CI (`CI=true`,
-/// which runs as root) that is a failure, never a silent skip.
-fn skip(test: &str, why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}; CI must run the TAP conformance suite");
-    }
-    eprintln!("SKIP {test}: {why}");
 }
 
 // ===== The backend: either stack =====
