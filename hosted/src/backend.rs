@@ -121,15 +121,19 @@ impl SocketBackend for KernelBackend {
     ) -> Result<(usize, bool), TryError> {
         // Relaxed (both atomics): only the holder of the stack's read lock for this socket
         // touches them, and that lock orders successive readers.
-        let errno = socket.pending_errno.swap(0, Ordering::Relaxed);
+        // Plain loads first: both are almost always empty, and a read-modify-write on every
+        // read would cost a locked instruction each on the hot path.
+        let errno = socket.pending_errno.load(Ordering::Relaxed);
         if errno != 0 {
+            socket.pending_errno.store(0, Ordering::Relaxed);
             return Err(TryError::Failed(error_kind(&io::Error::from_raw_os_error(
                 errno,
             ))));
         }
         let mut off = 0;
-        let stash = socket.stash.swap(0, Ordering::Relaxed);
+        let stash = socket.stash.load(Ordering::Relaxed);
         if stash & STASHED != 0 {
+            socket.stash.store(0, Ordering::Relaxed);
             buf[0] = stash as u8;
             off = 1;
             if buf.len() == 1 {

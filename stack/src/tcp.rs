@@ -27,11 +27,15 @@ pub const COOP_BUDGET: u32 = 128;
 
 /// Counts one operation against the cooperative budget; yields when it is spent.
 async fn coop<B: SocketBackend>(fd: &Fd<B>, dir: Direction) {
-    // Relaxed: a scheduling hint, not a synchronisation.
+    // Relaxed load + store, not an RMW: a scheduling hint on the per-operation path, where a
+    // count lost to a racing task in the same direction does not matter.
     let streak = &fd.streak[dir as usize];
-    if streak.fetch_add(1, Ordering::Relaxed) + 1 >= COOP_BUDGET {
+    let n = streak.load(Ordering::Relaxed) + 1;
+    if n >= COOP_BUDGET {
         streak.store(0, Ordering::Relaxed);
         netpoll_core::yield_now().await;
+    } else {
+        streak.store(n, Ordering::Relaxed);
     }
 }
 
