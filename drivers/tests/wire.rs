@@ -733,28 +733,26 @@ fn two_schedulers_on_two_threads() {
     let (mut sched_b, b) = build(Side::B, 2);
     let addr: SocketAddr = "10.0.0.1:96".parse().unwrap();
     let listener = TcpListener::bind(&a, addr).unwrap();
-    let server = std::thread::spawn(move || sched_a.block_on(echo_server(listener)));
+    // CAUTION: unlike the kernel, smoltcp sends only while a scheduler drives the host: the
+    // server's scheduler must keep running after `close` until the client has everything
+    // (the echo tail and the FIN), so it waits for the client's side to finish.
+    let client_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server_done = client_done.clone();
+    let handle_a = sched_a.handle().clone();
+    let server = std::thread::spawn(move || {
+        sched_a.block_on(async move {
+            echo_server(listener).await;
+            // Bounded: the client finishes within the test's time or the test fails anyway.
+            for _ in 0..30_000 {
+                if server_done.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                handle_a.sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+    });
     let data = random_bytes(1 << 20, 3);
     let expect = data.clone();
-    let hb = b.host().clone();
-    let ha = a.host().clone();
-    let w2 = wire.clone();
-    std::thread::spawn(move || {
-        for _ in 0..10 {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            eprintln!(
-                "A={:?} B={:?} {:?} qa={} qb={}",
-                ha.socket_states()
-                    .iter()
-                    .filter(|s| **s != netpoll_drivers::smoltcp::socket::tcp::State::Listen)
-                    .collect::<Vec<_>>(),
-                hb.socket_states(),
-                w2.stats(),
-                w2.queued(Side::A),
-                w2.queued(Side::B)
-            );
-        }
-    });
     let got = sched_b.block_on(async move {
         let conn = TcpStream::connect(&b, addr).await.unwrap();
         let writer = {
@@ -768,6 +766,8 @@ fn two_schedulers_on_two_threads() {
         writer.await;
         got
     });
+    // Release: pairs with the server thread's Acquire load.
+    client_done.store(true, std::sync::atomic::Ordering::Release);
     server.join().unwrap();
     assert!(got == expect);
 }
