@@ -88,6 +88,17 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
         self.try_read(socket, buf).map(|n| (n, false))
     }
 
+    /// Whether registering `socket` ([`SocketBackend::register`]) reports data already queued
+    /// on it as a readiness edge, as epoll's `EPOLL_CTL_ADD` of an edge-triggered descriptor
+    /// does. The stack then treats a new socket as drained: its first read (or `readable`
+    /// wait) waits for that edge instead of trying a read that, on an idle connection, could
+    /// only say `WouldBlock`. `true` must be certain; `false` is always safe, and is what the
+    /// default says.
+    fn edge_on_register(&self, socket: &Self::Socket) -> bool {
+        let _ = socket;
+        false
+    }
+
     /// Writes from `buf` (non-empty); returns how much the stack accepted. A userspace stack
     /// must transmit or wake its poller before returning (DESIGN.md rule 5).
     fn try_write(&self, socket: &Self::Socket, buf: &[u8]) -> Result<usize, TryError>;

@@ -345,6 +345,23 @@ impl<D: Device> Inner<D> {
         }
     }
 
+    /// A read that also tells whether it emptied the receive buffer. If it did, the read edge
+    /// is armed now, under the host lock that smoltcp's ingress takes too, so whatever comes
+    /// next (data, FIN, reset) raises an edge: "drained" is certain.
+    fn try_read_drained(
+        &mut self,
+        sock: SmolSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool), TryError> {
+        let n = self.try_read(sock, buf)?;
+        let (st, s) = stream_parts(self, sock)?;
+        let drained = n > 0 && !st.shut_read && !st.fin && s.recv_queue() == 0;
+        if drained {
+            st.armed_read = true;
+        }
+        Ok((n, drained))
+    }
+
     fn try_read(&mut self, sock: SmolSocket, buf: &mut [u8]) -> Result<usize, TryError> {
         let (st, s) = stream_parts(self, sock)?;
         st.observe(s);
@@ -453,8 +470,14 @@ impl<D: Device> Inner<D> {
             Kind::Stream => {
                 let (st, _) = stream_parts(self, sock)?;
                 st.key = Some(key);
-                st.armed_read = false;
+                // Report what is already readable, as epoll's `EPOLL_CTL_ADD` does
+                // (`SocketBackend::edge_on_register`): arm the read edge and have the next
+                // poll look at the socket.
+                st.armed_read = true;
                 st.armed_write = false;
+                if let Some(s) = self.socks.get_mut(sock.id) {
+                    s.mark_dirty();
+                }
             }
             Kind::Listener => {
                 let l = self.listeners.get_mut(sock.id).ok_or(ErrorKind::Closed)?;
@@ -514,6 +537,12 @@ where
         self.with(|inner| inner.register(*socket, key))
     }
 
+    /// Registering a stream arms its read edge and queues it for the next poll, which
+    /// reports data (or the end) already there.
+    fn edge_on_register(&self, socket: &SmolSocket) -> bool {
+        socket.kind == Kind::Stream
+    }
+
     fn deregister(&self, socket: &SmolSocket) {
         self.with(|inner| inner.deregister(*socket));
     }
@@ -535,6 +564,14 @@ where
 
     fn try_read(&self, socket: &SmolSocket, buf: &mut [u8]) -> Result<usize, TryError> {
         self.with(|inner| inner.try_read(*socket, buf))
+    }
+
+    fn try_read_drained(
+        &self,
+        socket: &SmolSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool), TryError> {
+        self.with(|inner| inner.try_read_drained(*socket, buf))
     }
 
     fn try_write(&self, socket: &SmolSocket, buf: &[u8]) -> Result<usize, TryError> {

@@ -300,6 +300,13 @@ pub(crate) struct Sock {
     pub(crate) role: Role,
 }
 
+impl Sock {
+    /// Queues the socket for the next poll's look at its state, as a smoltcp wake would.
+    pub(crate) fn mark_dirty(&self) {
+        self.waker.wake_by_ref();
+    }
+}
+
 /// A listening socket: a pool of smoltcp sockets on one port.
 pub(crate) struct Listener {
     pub(crate) key: Option<Key>,

@@ -73,16 +73,24 @@ impl KernelSocket {
     }
 }
 
-/// Non-blocking kernel TCP sockets polled by epoll. Cheap to clone.
+/// Non-blocking kernel TCP sockets polled by epoll. Cheap to clone: one pointer, which
+/// every socket holds a copy of.
 #[derive(Debug, Clone)]
 pub struct KernelBackend {
+    shared: Arc<KernelShared>,
+}
+
+#[derive(Debug)]
+struct KernelShared {
     poller: Arc<Poller>,
     handle: Handle,
 }
 
 impl KernelBackend {
     pub(crate) fn new(poller: Arc<Poller>, handle: Handle) -> Self {
-        KernelBackend { poller, handle }
+        KernelBackend {
+            shared: Arc::new(KernelShared { poller, handle }),
+        }
     }
 
     /// Closes `fd` after a failed setup step, returning the step's error.
@@ -170,7 +178,7 @@ impl SocketBackend for KernelBackend {
     }
 
     fn handle(&self) -> &Handle {
-        &self.handle
+        &self.shared.handle
     }
 
     fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<KernelSocket, ErrorKind> {
@@ -190,15 +198,23 @@ impl SocketBackend for KernelBackend {
     }
 
     fn register(&self, socket: &KernelSocket, key: Key) -> Result<(), ErrorKind> {
-        self.poller
+        self.shared
+            .poller
             .register(socket.fd, key)
             .map_err(|e| error_kind(&e))
+    }
+
+    /// `EPOLL_CTL_ADD` of an edge-triggered descriptor polls it once and queues an event if
+    /// data (or the end) is already there, so data that arrived before registration is an
+    /// edge too.
+    fn edge_on_register(&self, _socket: &KernelSocket) -> bool {
+        true
     }
 
     fn deregister(&self, socket: &KernelSocket) {
         // ENOENT/EBADF would mean a bookkeeping bug; the close that follows releases the fd
         // from epoll anyway, so nothing leaks.
-        let _ = self.poller.deregister(socket.fd);
+        let _ = self.shared.poller.deregister(socket.fd);
     }
 
     fn try_accept(&self, listener: &KernelSocket) -> Result<(KernelSocket, SocketAddr), TryError> {

@@ -7,11 +7,12 @@
 //! locks, evicts the pollDesc, and completes only after the last reference is gone and the
 //! socket has really been released (Go: `increfAndClose`, `evict`, `csema`).
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicU8};
 use core::task::Context;
 use core::task::{Poll, Waker};
 
@@ -28,14 +29,42 @@ struct FdState {
     destroyed: bool,
     /// Send a reset on release.
     abort: bool,
-    /// Go: the reference count (`mutexRef`).
-    refs: u32,
     /// Go: `mutexRLock`, `mutexWLock`.
     locked: [bool; 2],
+    /// Go: the reference count (`mutexRef`).
+    refs: u32,
+    /// Tasks queued on the locks or in `close`. Allocated on first contention: most sockets
+    /// never have any, and an idle connection must stay small (issue 4's s4 budget).
+    waiters: Option<Box<FdWaiters>>,
+}
+
+#[derive(Debug, Default)]
+struct FdWaiters {
     /// Tasks queued on each lock (Go: `rsema`, `wsema`).
     queued: [Vec<Waker>; 2],
     /// Tasks in `close` waiting for the release (Go: `csema`).
     closers: Vec<Waker>,
+}
+
+impl FdState {
+    fn waiters(&mut self) -> &mut FdWaiters {
+        self.waiters.get_or_insert_default()
+    }
+
+    /// Takes the tasks queued on the lock of `dir` (or on both locks).
+    fn take_queued(&mut self, dir: Option<Direction>) -> Vec<Waker> {
+        let Some(w) = &mut self.waiters else {
+            return Vec::new();
+        };
+        match dir {
+            Some(d) => core::mem::take(&mut w.queued[d as usize]),
+            None => {
+                let [mut r, w] = core::mem::take(&mut w.queued);
+                r.extend(w);
+                r
+            }
+        }
+    }
 }
 
 fn push_waker(list: &mut Vec<Waker>, w: &Waker) {
@@ -53,7 +82,7 @@ pub(crate) struct Fd<B: SocketBackend> {
     pub(crate) read_drained: AtomicBool,
     /// Operations per direction that completed without waiting since the last wait or yield:
     /// the cooperative budget ([`crate::tcp::COOP_BUDGET`]). Relaxed: a scheduling hint.
-    pub(crate) streak: [AtomicU32; 2],
+    pub(crate) streak: [AtomicU8; 2],
     state: spin::Mutex<FdState>,
 }
 
@@ -76,12 +105,15 @@ impl<B: SocketBackend> Fd<B> {
             backend.close(&socket, false);
             return Err(e);
         }
+        // Data already queued raises an edge on registration with some backends: then there
+        // is nothing to read until an edge comes.
+        let drained = backend.edge_on_register(&socket);
         Ok(Arc::new(Fd {
             backend: backend.clone(),
             pd,
             socket,
-            read_drained: AtomicBool::new(false),
-            streak: [AtomicU32::new(0), AtomicU32::new(0)],
+            read_drained: AtomicBool::new(drained),
+            streak: [AtomicU8::new(0), AtomicU8::new(0)],
             state: spin::Mutex::new(FdState::default()),
         }))
     }
@@ -120,11 +152,10 @@ impl<B: SocketBackend> Fd<B> {
             s.closed = true;
             s.abort = abort;
             s.refs += 1;
-            let [r, w] = core::mem::take(&mut s.queued);
-            (r, w)
+            s.take_queued(None)
         };
         // Go: increfAndClose releases every queued waiter; they see `closed`.
-        for w in released.0.into_iter().chain(released.1) {
+        for w in released {
             w.wake();
         }
         // Go: `pd.evict()`: parked reader and writer wake with `Closing`.
@@ -138,7 +169,7 @@ impl<B: SocketBackend> Fd<B> {
             if s.destroyed {
                 Poll::Ready(())
             } else {
-                push_waker(&mut s.closers, cx.waker());
+                push_waker(&mut s.waiters().closers, cx.waker());
                 Poll::Pending
             }
         })
@@ -163,7 +194,7 @@ impl<B: SocketBackend> Fd<B> {
             let queued = match dir {
                 Some(d) => {
                     s.locked[d as usize] = false;
-                    core::mem::take(&mut s.queued[d as usize])
+                    s.take_queued(Some(d))
                 }
                 None => Vec::new(),
             };
@@ -172,7 +203,9 @@ impl<B: SocketBackend> Fd<B> {
             let mut closers = Vec::new();
             if destroy {
                 s.destroyed = true;
-                closers = core::mem::take(&mut s.closers);
+                if let Some(w) = &mut s.waiters {
+                    closers = core::mem::take(&mut w.closers);
+                }
             }
             (queued, closers, destroy.then_some(s.abort))
         };
@@ -230,7 +263,7 @@ impl<'a, B: SocketBackend> Future for Lock<'a, B> {
             s.refs += 1;
             self.holds_ref = true;
         }
-        push_waker(&mut s.queued[i], cx.waker());
+        push_waker(&mut s.waiters().queued[i], cx.waker());
         Poll::Pending
     }
 }

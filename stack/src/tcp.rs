@@ -7,10 +7,12 @@
 
 use alloc::sync::Arc;
 use core::fmt;
+use core::future::Future;
 use core::net::SocketAddr;
 use core::sync::atomic::Ordering;
 
-use netpoll_core::{Direction, Handle, Instant};
+use netpoll_core::sched::Wait;
+use netpoll_core::{Direction, Handle, Instant, PollError};
 
 use crate::error::{Error, ErrorKind, Op, TryError};
 use crate::fd::Fd;
@@ -24,30 +26,48 @@ pub const DEFAULT_BACKLOG: u32 = 128;
 /// Without it, a task reading a connection that always has data would never let other tasks,
 /// timers or I/O run on its worker.
 pub const COOP_BUDGET: u32 = 128;
+const _: () = assert!(COOP_BUDGET <= u8::MAX as u32, "the streak counters are u8");
 
-/// Counts one operation against the cooperative budget; yields when it is spent.
-async fn coop<B: SocketBackend>(fd: &Fd<B>, dir: Direction) {
+/// Counts one operation against the cooperative budget; true when it is spent and the task
+/// should yield once (`yield_now`). A plain function, not an `async fn`, so the operation
+/// futures stay small (each nested future is stored inline in its caller's).
+fn budget_spent<B: SocketBackend>(fd: &Fd<B>, dir: Direction) -> bool {
     // Relaxed load + store, not an RMW: a scheduling hint on the per-operation path, where a
     // count lost to a racing task in the same direction does not matter.
     let streak = &fd.streak[dir as usize];
     let n = streak.load(Ordering::Relaxed) + 1;
-    if n >= COOP_BUDGET {
-        streak.store(0, Ordering::Relaxed);
-        netpoll_core::yield_now().await;
-    } else {
-        streak.store(n, Ordering::Relaxed);
-    }
+    let spent = u32::from(n) >= COOP_BUDGET;
+    streak.store(if spent { 0 } else { n }, Ordering::Relaxed);
+    spent
 }
 
-/// Waits on the pollDesc after `WouldBlock`, mapping a poll error for `op`.
-async fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction, op: Op) -> Result<(), Error> {
+/// The pollDesc wait after `WouldBlock`; map its error with [`wait_error`].
+fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction) -> Wait<'_> {
     // The task is about to give up its worker anyway: a fresh budget afterwards.
     fd.streak[dir as usize].store(0, Ordering::Relaxed);
-    fd.backend
-        .handle()
-        .wait(&fd.pd, dir)
-        .await
-        .map_err(|e| Error::new(op, e.into()))
+    fd.backend.handle().wait(&fd.pd, dir)
+}
+
+/// A failed pollDesc wait as an error of `op`.
+fn wait_error(op: Op) -> impl Fn(PollError) -> Error {
+    move |e| Error::new(op, e.into())
+}
+
+/// Under the read lock: checks the pollDesc before a read (closed or expired fail before any
+/// I/O, D1) and tells whether the last read drained the socket, so that the caller must wait
+/// for the next edge first: a read now could only say `WouldBlock`.
+fn must_wait_for_edge<B: SocketBackend>(fd: &Fd<B>) -> Result<bool, Error> {
+    let err = wait_error(Op::Read);
+    // Not once the peer's FIN or a reset was reported: that end is already queued and raises
+    // no further edge.
+    if fd.read_drained.load(Ordering::Relaxed) && !fd.pd.read_closed() {
+        // Unlike `prepare`, keep a latched readiness: it is that edge.
+        fd.pd.check_err(Direction::Read).map_err(err)?;
+        Ok(true)
+    } else {
+        fd.pd.prepare(Direction::Read).map_err(err)?;
+        Ok(false)
+    }
 }
 
 /// Runs a non-I/O socket call under a reference (Go: `incref`), so a closed socket reports
@@ -119,7 +139,9 @@ impl<B: SocketBackend> TcpListener<B> {
         let err = |k| Error::new(Op::Accept, k);
         let fd = &*self.fd;
         // A connection flood must not keep the accept loop from yielding either.
-        coop(fd, Direction::Read).await;
+        if budget_spent(fd, Direction::Read) {
+            netpoll_core::yield_now().await;
+        }
         let _lock = fd.lock(Direction::Read).await.map_err(err)?;
         fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
         loop {
@@ -128,7 +150,9 @@ impl<B: SocketBackend> TcpListener<B> {
                     let stream = Fd::new(&fd.backend, socket).map_err(err)?;
                     return Ok((TcpStream { fd: stream }, peer));
                 }
-                Err(TryError::WouldBlock) => wait(fd, Direction::Read, Op::Accept).await?,
+                Err(TryError::WouldBlock) => wait(fd, Direction::Read)
+                    .await
+                    .map_err(wait_error(Op::Accept))?,
                 Err(TryError::Failed(ErrorKind::ConnectionAborted)) => continue,
                 Err(TryError::Failed(k)) => return Err(err(k)),
             }
@@ -217,7 +241,9 @@ impl<B: SocketBackend> TcpStream<B> {
             match backend.start_connect(&fd.socket, addr) {
                 Ok(()) => {}
                 Err(TryError::WouldBlock) => loop {
-                    wait(fd, Direction::Write, Op::Connect).await?;
+                    wait(fd, Direction::Write)
+                        .await
+                        .map_err(wait_error(Op::Connect))?;
                     // A wake-up is a hint: confirm (Go #14548, #19289).
                     match backend.finish_connect(&fd.socket) {
                         Ok(()) => break,
@@ -242,22 +268,17 @@ impl<B: SocketBackend> TcpStream<B> {
     pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let err = |k| Error::new(Op::Read, k);
         let fd = &*self.fd;
-        coop(fd, Direction::Read).await;
+        if budget_spent(fd, Direction::Read) {
+            netpoll_core::yield_now().await;
+        }
         let _lock = fd.lock(Direction::Read).await.map_err(err)?;
         if buf.is_empty() {
             return Ok(0);
         }
-        if fd.read_drained.load(Ordering::Relaxed) && !fd.pd.read_closed() {
-            // The last read drained the socket, so a read now could only say WouldBlock: wait
-            // for the next edge first. Unlike `prepare`, keep a latched readiness: it is that
-            // edge. Closed/expired still fail before any I/O (D1). Not once the peer's FIN or a
-            // reset was reported: that end is already queued and raises no further edge.
-            fd.pd
-                .check_err(Direction::Read)
-                .map_err(|e| err(e.into()))?;
-            wait(fd, Direction::Read, Op::Read).await?;
-        } else {
-            fd.pd.prepare(Direction::Read).map_err(|e| err(e.into()))?;
+        if must_wait_for_edge(fd)? {
+            wait(fd, Direction::Read)
+                .await
+                .map_err(wait_error(Op::Read))?;
         }
         loop {
             match fd.backend.try_read_drained(&fd.socket, buf) {
@@ -267,49 +288,92 @@ impl<B: SocketBackend> TcpStream<B> {
                     fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
                     return Ok(n);
                 }
-                Err(TryError::WouldBlock) => wait(fd, Direction::Read, Op::Read).await?,
+                Err(TryError::WouldBlock) => {
+                    wait(fd, Direction::Read)
+                        .await
+                        .map_err(wait_error(Op::Read))?;
+                }
                 Err(TryError::Failed(k)) => return Err(err(k)),
             }
         }
     }
 
+    /// Waits until a read can make progress (data, end of stream or an error may be there)
+    /// without holding a read buffer, so an idle connection needs none: take a buffer after
+    /// this returns, then [`read`](Self::read). Fails as `read` would on a closed connection
+    /// or an expired read deadline. A wake-up is a hint: the `read` that follows may still
+    /// wait, never fail, because of it. Go has no equivalent (a goroutine parks inside
+    /// `Read`); tokio: `TcpStream::readable`.
+    pub async fn readable(&self) -> Result<(), Error> {
+        let fd = &*self.fd;
+        let _lock = fd
+            .lock(Direction::Read)
+            .await
+            .map_err(|k| Error::new(Op::Read, k))?;
+        if must_wait_for_edge(fd)? {
+            wait(fd, Direction::Read)
+                .await
+                .map_err(wait_error(Op::Read))?;
+            // The edge we waited for is consumed: the next read must try, not wait again.
+            // Relaxed: see `Fd::read_drained`.
+            fd.read_drained.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Writes some of `buf`, waiting until at least one byte is accepted; returns how many.
     /// An empty `buf` returns `Ok(0)` but still reports a closed or expired connection.
-    pub async fn write(&self, buf: &[u8]) -> Result<usize, Error> {
-        self.write_inner(buf, false).await
+    pub fn write<'a>(
+        &'a self,
+        buf: &'a [u8],
+    ) -> impl Future<Output = Result<usize, Error>> + Send + 'a {
+        self.write_inner(buf, false, |n| n)
     }
 
     /// Writes all of `buf`, waiting for buffer space as needed. Go: `poll.FD.Write`.
     ///
     /// On failure, [`Error::transferred`] tells how many bytes the stack had accepted (they
     /// stay sent, D10).
-    pub async fn write_all(&self, buf: &[u8]) -> Result<(), Error> {
-        self.write_inner(buf, true).await.map(|_| ())
+    pub fn write_all<'a>(
+        &'a self,
+        buf: &'a [u8],
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.write_inner(buf, true, |_| ())
     }
 
-    async fn write_inner(&self, buf: &[u8], all: bool) -> Result<usize, Error> {
+    /// The loop of `write` and `write_all`. `done` shapes the result here rather than in a
+    /// wrapping `async fn`, which would store this future inside a second one.
+    async fn write_inner<T>(
+        &self,
+        buf: &[u8],
+        all: bool,
+        done: impl FnOnce(usize) -> T,
+    ) -> Result<T, Error> {
         let err = |k| Error::new(Op::Write, k);
         let fd = &*self.fd;
-        coop(fd, Direction::Write).await;
+        if budget_spent(fd, Direction::Write) {
+            netpoll_core::yield_now().await;
+        }
         let _lock = fd.lock(Direction::Write).await.map_err(err)?;
         fd.pd.prepare(Direction::Write).map_err(|e| err(e.into()))?;
-        let mut done = 0;
-        while done < buf.len() {
-            match fd.backend.try_write(&fd.socket, &buf[done..]) {
-                Ok(0) => return Err(err(ErrorKind::BrokenPipe).with_transferred(done)),
+        let mut sent = 0;
+        while sent < buf.len() {
+            match fd.backend.try_write(&fd.socket, &buf[sent..]) {
+                Ok(0) => return Err(err(ErrorKind::BrokenPipe).with_transferred(sent)),
                 Ok(n) => {
-                    done += n;
+                    sent += n;
                     if !all {
                         break;
                     }
                 }
-                Err(TryError::WouldBlock) => wait(fd, Direction::Write, Op::Write)
+                Err(TryError::WouldBlock) => wait(fd, Direction::Write)
                     .await
-                    .map_err(|e| e.with_transferred(done))?,
-                Err(TryError::Failed(k)) => return Err(err(k).with_transferred(done)),
+                    .map_err(wait_error(Op::Write))
+                    .map_err(|e| e.with_transferred(sent))?,
+                Err(TryError::Failed(k)) => return Err(err(k).with_transferred(sent)),
             }
         }
-        Ok(done)
+        Ok(done(sent))
     }
 
     /// Shuts down the write half: the peer reads EOF, our later writes fail. Go: `CloseWrite`.

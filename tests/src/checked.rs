@@ -254,6 +254,11 @@ impl<B: SocketBackend> SocketBackend for Checked<B> {
         self.inner.try_read_drained(&socket.inner, buf)
     }
 
+    fn edge_on_register(&self, socket: &Self::Socket) -> bool {
+        self.ledger.use_(socket.id, "edge_on_register");
+        self.inner.edge_on_register(&socket.inner)
+    }
+
     fn try_write(&self, socket: &Self::Socket, buf: &[u8]) -> Result<usize, TryError> {
         self.ledger.use_(socket.id, "try_write");
         if buf.is_empty() {

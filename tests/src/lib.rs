@@ -521,6 +521,12 @@ macro_rules! conformance_suite {
             close::e46_ops_after_close_fail,
             close::e47_second_close_error_shape,
             close::e48_close_waits_for_inflight_ops,
+            readable::r61_readable_waits_for_data_then_read_gets_it,
+            readable::r62_readable_sees_data_queued_before_it,
+            readable::r63_readable_returns_at_eof,
+            readable::r64_close_unblocks_readable,
+            readable::r65_readable_obeys_the_read_deadline,
+            readable::r66_readable_queues_behind_a_read,
         );
     };
     (@cases $harness:ty; $($module:ident :: $case:ident),* $(,)?) => {
@@ -548,6 +554,7 @@ mod tests {
             ("accept", include_str!("suite/accept.rs")),
             ("deadline", include_str!("suite/deadline.rs")),
             ("close", include_str!("suite/close.rs")),
+            ("readable", include_str!("suite/readable.rs")),
         ];
         let mut defined: Vec<String> = suite
             .iter()
@@ -569,6 +576,6 @@ mod tests {
         defined.sort();
         listed.sort();
         assert_eq!(defined, listed);
-        assert_eq!(listed.len(), 48);
+        assert_eq!(listed.len(), 54);
     }
 }

@@ -190,6 +190,10 @@ impl SocketBackend for TapBackend {
         dispatch!(self, socket, |b, s| b.try_read_drained(s, buf))
     }
 
+    fn edge_on_register(&self, socket: &TapSocket) -> bool {
+        dispatch!(self, socket, |b, s| b.edge_on_register(s))
+    }
+
     fn try_write(&self, socket: &TapSocket, buf: &[u8]) -> Result<usize, TryError> {
         dispatch!(self, socket, |b, s| b.try_write(s, buf))
     }

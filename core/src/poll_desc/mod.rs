@@ -35,6 +35,7 @@ mod tests;
 
 pub use cache::PollCache;
 
+use alloc::boxed::Box;
 use core::fmt;
 use core::task::{Context, Poll, Waker};
 
@@ -215,7 +216,33 @@ struct Inner {
     /// Go: `closing`.
     closing: bool,
     /// Go: `rd`/`rseq`/`rrun` and `wd`/`wseq`/`wrun`, indexed by [`Direction::index`].
-    dirs: [DirDeadline; 2],
+    /// Allocated by the first deadline set on this descriptor (and kept across reuse):
+    /// sockets that never use deadlines, such as idle connections of an echo server, stay
+    /// small. Absent means no deadline and no timer was ever armed.
+    deadlines: Option<Box<[DirDeadline; 2]>>,
+}
+
+impl Inner {
+    const NO_DEADLINES: [DirDeadline; 2] = [DirDeadline::NONE; 2];
+
+    fn dirs(&self) -> &[DirDeadline; 2] {
+        self.deadlines.as_deref().unwrap_or(&Self::NO_DEADLINES)
+    }
+
+    fn dirs_mut(&mut self) -> &mut [DirDeadline; 2] {
+        self.deadlines
+            .get_or_insert_with(|| Box::new(Self::NO_DEADLINES))
+    }
+
+    /// Invalidates every pending timer (Go: `rseq++`, `wseq++`). Without deadlines there are
+    /// none, so nothing is allocated.
+    fn disarm_all(&mut self) {
+        if let Some(dirs) = &mut self.deadlines {
+            for d in dirs.iter_mut() {
+                d.disarm();
+            }
+        }
+    }
 }
 
 /// One direction's binary semaphore plus its waker slot (Go: `rg` or `wg`).
@@ -355,7 +382,7 @@ impl PollDesc {
             info: AtomicU64::new(((generation as u64) << GEN_SHIFT) | CLOSING),
             inner: Mutex::new(Inner {
                 closing: true,
-                dirs: [DirDeadline::NONE; 2],
+                deadlines: None,
             }),
         }
     }
@@ -377,10 +404,11 @@ impl PollDesc {
         if inner.closing {
             flags |= CLOSING;
         }
-        if inner.dirs[0].deadline == Deadline::Expired {
+        let dirs = inner.dirs();
+        if dirs[0].deadline == Deadline::Expired {
             flags |= EXPIRED_READ;
         }
-        if inner.dirs[1].deadline == Deadline::Expired {
+        if dirs[1].deadline == Deadline::Expired {
             flags |= EXPIRED_WRITE;
         }
         // SeqCst RMW: the store half of the Dekker pair; pairs with `check_err`'s load after the
@@ -597,9 +625,7 @@ impl PollDesc {
                 );
             }
             inner.closing = true;
-            for d in &mut inner.dirs {
-                d.disarm();
-            }
+            inner.disarm_all();
             // Publish BEFORE unblocking (the atomicInfo protocol).
             self.publish_info(&inner);
             for dir in Direction::BOTH {
@@ -627,9 +653,13 @@ impl PollDesc {
         if inner.closing {
             return update;
         }
+        if deadline.is_none() && inner.deadlines.is_none() {
+            // Clearing what was never set: nothing to do, nothing to allocate.
+            return update;
+        }
         let mut expired = [false; 2];
         for &dir in dirs {
-            let d = &mut inner.dirs[dir.index()];
+            let d = &mut inner.dirs_mut()[dir.index()];
             match deadline {
                 None => {
                     d.deadline = Deadline::None;
@@ -680,7 +710,10 @@ impl PollDesc {
             return fired;
         }
         let i = arm.dir.index();
-        let d = &mut inner.dirs[i];
+        let Some(dirs) = &mut inner.deadlines else {
+            return fired;
+        };
+        let d = &mut dirs[i];
         if d.seq != arm.seq || d.armed.is_none() {
             return fired;
         }
@@ -705,7 +738,7 @@ impl PollDesc {
     /// cleared, closed or reused). Used to drop dead timers from the heap early.
     pub fn timer_is_current(&self, arm: &TimerArm) -> bool {
         let inner = self.inner.lock();
-        let d = &inner.dirs[arm.dir.index()];
+        let d = &inner.dirs()[arm.dir.index()];
         !inner.closing && arm.key == self.key() && d.seq == arm.seq && d.armed.is_some()
     }
 
@@ -724,9 +757,11 @@ impl PollDesc {
         }
         let mut inner = self.inner.lock();
         inner.closing = false;
-        for d in &mut inner.dirs {
-            d.deadline = Deadline::None;
-            d.disarm();
+        if let Some(dirs) = &mut inner.deadlines {
+            for d in dirs.iter_mut() {
+                d.deadline = Deadline::None;
+                d.disarm();
+            }
         }
         self.set_event_err(false, self.generation());
         // SeqCst: as every `info` access. A reused slot starts with its read side open.

@@ -1,5 +1,6 @@
 //! The `netpoll` command: an echo server on netpoll (Go's netpoller semantics in Rust).
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -167,37 +168,70 @@ async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
     .await
 }
 
+/// Read buffers lent to connections one message at a time, so an idle connection holds no
+/// buffer: it waits in [`TcpStream::readable`], takes a buffer, reads, echoes and gives the
+/// buffer back. One free list per worker thread, no locks; a buffer may return to another
+/// worker's list if its task moved.
+struct LentBuf(Box<[u8]>);
+
+/// Buffers kept per thread beyond those in use; more are freed.
+const FREE_BUFS_PER_THREAD: usize = 256;
+
+thread_local! {
+    static FREE_BUFS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl LentBuf {
+    fn take(size: usize) -> Self {
+        let reused = FREE_BUFS.with(|free| {
+            let mut free = free.borrow_mut();
+            // Every connection of a server uses the same size: pop; a mismatch is freed.
+            free.pop().filter(|b| b.len() == size)
+        });
+        LentBuf(reused.unwrap_or_else(|| vec![0; size].into_boxed_slice()))
+    }
+}
+
+impl Drop for LentBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        // `try_with`: a task dropped during thread teardown just frees its buffer.
+        let _ = FREE_BUFS.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < FREE_BUFS_PER_THREAD {
+                free.push(buf);
+            }
+        });
+    }
+}
+
 async fn echo_conn<B: SocketBackend>(
     conn: TcpStream<B>,
     peer: SocketAddr,
     buf_size: usize,
     quiet: bool,
 ) {
-    // The default 128-byte buffer lives inside the task (no separate allocation per
-    // connection); larger ones go on the heap.
-    let mut inline = [0u8; 128];
-    let mut heap = Vec::new();
-    let buf = if buf_size <= inline.len() {
-        &mut inline[..buf_size]
-    } else {
-        heap.resize(buf_size, 0);
-        &mut heap[..]
+    let report = |e: netpoll_stack::Error| {
+        if !quiet {
+            log!("netpoll echo: {peer}: {e}");
+        }
     };
     loop {
-        match conn.read(buf).await {
+        if let Err(e) = conn.readable().await {
+            report(e);
+            break;
+        }
+        let mut buf = LentBuf::take(buf_size);
+        match conn.read(&mut buf.0).await {
             Ok(0) => break,
             Ok(n) => {
-                if let Err(e) = conn.write_all(&buf[..n]).await {
-                    if !quiet {
-                        log!("netpoll echo: {peer}: {e}");
-                    }
+                if let Err(e) = conn.write_all(&buf.0[..n]).await {
+                    report(e);
                     break;
                 }
             }
             Err(e) => {
-                if !quiet {
-                    log!("netpoll echo: {peer}: {e}");
-                }
+                report(e);
                 break;
             }
         }

@@ -1,5 +1,6 @@
 //! The cases, one file per topic of spec §6: [`mod@read`] (A), [`mod@write`] (B), [`accept`] (C),
-//! [`deadline`] (D), [`close`] (E).
+//! [`deadline`] (D), [`close`] (E); and [`readable`] (R, netpoll's buffer-free wait, ids
+//! from 61 on).
 //!
 //! Every case is `pub async fn <id>_<what><B: SocketBackend>(env: Env<B>)`; the id is the
 //! checklist number (`a01` is item 1, `e48` item 48). [`crate::conformance_suite!`] lists them
@@ -15,6 +16,7 @@ pub mod accept;
 pub mod close;
 pub mod deadline;
 pub mod read;
+pub mod readable;
 pub mod write;
 
 /// Polls `fut` exactly once from the current task. Lets a case interleave two operations
