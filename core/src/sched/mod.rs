@@ -283,6 +283,23 @@ impl Handle {
         }
     }
 
+    /// One poll of a wait on `pd` in `dir`, for hand-written futures; [`Handle::wait`] is the
+    /// same as a future. A caller that stops polling after `Pending` must call
+    /// [`Handle::cancel_wait`].
+    pub fn poll_wait(
+        &self,
+        pd: &PollDesc,
+        dir: Direction,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), PollError>> {
+        pd.poll_wait(dir, cx, &self.shared.waiters)
+    }
+
+    /// Withdraws a pending [`Handle::poll_wait`] (a latched readiness is kept).
+    pub fn cancel_wait(&self, pd: &PollDesc, dir: Direction) {
+        pd.cancel_wait(dir, &self.shared.waiters);
+    }
+
     /// Delivers a readiness event as a source would (Go: `netpollready`). Backends normally
     /// report through [`ReadinessSource::poll`]; this is for sources driven in-line.
     pub fn ready(&self, key: Key, readiness: Readiness) {
