@@ -6,9 +6,9 @@
 #![allow(unsafe_code)]
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Busy-wait hint used by the few bounded spins (a waker hand-off in progress).
 #[inline]
@@ -134,4 +134,17 @@ impl WakerCell {
                 .with_mut(|slot| (*slot).as_ref().is_some_and(|cur| cur.will_wake(w)))
         }
     }
+}
+
+/// Pins a value in place: a future stored inline in its task, which lives in an `Arc`
+/// allocation until it is dropped there (async-task and tokio keep the future inside the task
+/// the same way; a `Pin<Box<F>>` would cost a second allocation per task).
+///
+/// # Safety
+/// `value` must never be moved again: not out of its place, not by `mem::swap`/`replace`,
+/// until it is dropped in place.
+#[inline]
+pub(crate) unsafe fn pin_in_place<T: ?Sized>(value: &mut T) -> core::pin::Pin<&mut T> {
+    // SAFETY: the caller's contract is exactly `Pin::new_unchecked`'s.
+    unsafe { core::pin::Pin::new_unchecked(value) }
 }

@@ -34,7 +34,7 @@ fn operation_futures_stay_within_budget() {
         let mut buf = [0u8; 4];
         // What an idle connection's task holds (`readable`), and what it holds while busy.
         let sizes = [
-            ("readable", size_of_val(&conn.readable()), 64),
+            ("readable", size_of_val(&conn.readable()), 16),
             ("read", size_of_val(&conn.read(&mut buf)), 96),
             ("write_all", size_of_val(&conn.write_all(&[1; 4])), 104),
             ("write", size_of_val(&conn.write(&[1; 4])), 104),

@@ -29,8 +29,8 @@ struct FdState {
     destroyed: bool,
     /// Send a reset on release.
     abort: bool,
-    /// Go: `mutexRLock`, `mutexWLock`.
-    locked: [bool; 2],
+    /// Go: `mutexRLock`, `mutexWLock`: bit `1 << dir` (one byte, so that the state fits 16).
+    locked: u8,
     /// Go: the reference count (`mutexRef`).
     refs: u32,
     /// Tasks queued on the locks or in `close`. Allocated on first contention: most sockets
@@ -193,7 +193,7 @@ impl<B: SocketBackend> Fd<B> {
             let mut s = self.state.lock();
             let queued = match dir {
                 Some(d) => {
-                    s.locked[d as usize] = false;
+                    s.locked &= !(1 << d as usize);
                     s.take_queued(Some(d))
                 }
                 None => Vec::new(),
@@ -239,40 +239,62 @@ impl<'a, B: SocketBackend> Future for Lock<'a, B> {
     type Output = Result<FdGuard<'a, B>, ErrorKind>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fd = self.fd;
-        let i = self.dir as usize;
-        let mut s = fd.state.lock();
+        let (fd, dir) = (self.fd, self.dir);
+        fd.poll_lock(dir, &mut self.holds_ref, cx)
+            .map_ok(|()| FdGuard { fd, dir: Some(dir) })
+    }
+}
+
+impl<B: SocketBackend> Fd<B> {
+    /// The body of [`Lock`], for hand-written futures: tries to take the lock of `dir` plus a
+    /// reference. `Ready(Ok)`: the caller holds both; give them back with
+    /// [`Fd::unlock`]. `Pending`: queued, holding a reference while `*holds_ref` (give it back
+    /// with [`Fd::drop_queued`] if the caller stops polling). `Ready(Err)`: closed; any queued
+    /// reference was given back.
+    pub(crate) fn poll_lock(
+        &self,
+        dir: Direction,
+        holds_ref: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ErrorKind>> {
+        let i = dir as usize;
+        let mut s = self.state.lock();
         if s.closed {
             drop(s);
-            if core::mem::take(&mut self.holds_ref) {
-                fd.release(None);
-            }
+            self.drop_queued(holds_ref);
             return Poll::Ready(Err(ErrorKind::Closed));
         }
-        if !s.locked[i] {
-            s.locked[i] = true;
-            if !core::mem::take(&mut self.holds_ref) {
+        if s.locked & (1 << i) == 0 {
+            s.locked |= 1 << i;
+            if !core::mem::take(holds_ref) {
                 s.refs += 1;
             }
-            return Poll::Ready(Ok(FdGuard {
-                fd,
-                dir: Some(self.dir),
-            }));
+            return Poll::Ready(Ok(()));
         }
-        if !self.holds_ref {
+        if !*holds_ref {
             s.refs += 1;
-            self.holds_ref = true;
+            *holds_ref = true;
         }
         push_waker(&mut s.waiters().queued[i], cx.waker());
         Poll::Pending
+    }
+
+    /// Gives back the reference of a queued [`Fd::poll_lock`] that is no longer polled.
+    pub(crate) fn drop_queued(&self, holds_ref: &mut bool) {
+        if core::mem::take(holds_ref) {
+            self.release(None);
+        }
+    }
+
+    /// Gives back a lock (and its reference) taken by [`Fd::poll_lock`].
+    pub(crate) fn unlock(&self, dir: Direction) {
+        self.release(Some(dir));
     }
 }
 
 impl<B: SocketBackend> Drop for Lock<'_, B> {
     fn drop(&mut self) {
-        if self.holds_ref {
-            self.fd.release(None);
-        }
+        self.fd.drop_queued(&mut self.holds_ref);
     }
 }
 

@@ -39,4 +39,4 @@ pub mod tcp;
 pub use error::{Error, ErrorKind, Op, TryError};
 pub use netpoll_core::backend::{self, Shutdown, SocketBackend};
 pub use netpoll_core::{Handle, Instant};
-pub use tcp::{TcpListener, TcpStream, COOP_BUDGET, DEFAULT_BACKLOG};
+pub use tcp::{Readable, TcpListener, TcpStream, COOP_BUDGET, DEFAULT_BACKLOG};

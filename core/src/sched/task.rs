@@ -1,7 +1,8 @@
 //! Tasks: a spawned future, its run state and its join handle.
 //!
-//! A task is an `Arc` holding the future; its [`Waker`] is the same `Arc` (through
-//! `alloc::task::Wake`), so waking needs no allocation and no `unsafe`.
+//! A task is one `Arc` holding the future inline (one allocation per spawn); its [`Waker`] is
+//! the same `Arc` (through `alloc::task::Wake`), so waking needs no allocation and no
+//! `unsafe`. The future is pinned where it lies: it is dropped there, never moved.
 //!
 //! ```text
 //! IDLE ──wake──▶ SCHEDULED ──run──▶ RUNNING ──Pending──▶ IDLE
@@ -21,18 +22,21 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
 use super::Shared;
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicU32, Mutex, Ordering};
 
 /// Not queued, not running.
-const IDLE: usize = 0;
+const IDLE: u32 = 0;
 /// In a run queue.
-const SCHEDULED: usize = 1;
+const SCHEDULED: u32 = 1;
 /// Being polled.
-const RUNNING: usize = 2;
+const RUNNING: u32 = 2;
 /// Being polled, and woken meanwhile: requeue after the poll.
-const NOTIFIED: usize = 3;
+const NOTIFIED: u32 = 3;
 /// The future finished; wakes are ignored.
-const COMPLETE: usize = 4;
+const COMPLETE: u32 = 4;
+
+/// `Task::worker` before the task first ran.
+const NO_WORKER: u32 = u32::MAX;
 
 /// A runnable unit of work in a run queue.
 pub(crate) trait Runnable: Send + Sync {
@@ -42,7 +46,9 @@ pub(crate) trait Runnable: Send + Sync {
 }
 
 enum Stage<F: Future> {
-    Running(Pin<Box<F>>),
+    /// Pinned in place: never moved out of the task, only dropped there (when it finishes or
+    /// the task is freed).
+    Running(F),
     Finished(F::Output),
     Taken,
 }
@@ -50,13 +56,15 @@ enum Stage<F: Future> {
 struct Core<F: Future> {
     stage: Stage<F>,
     /// The task awaiting this one's [`JoinHandle`].
-    join_waker: Option<Waker>,
+    /// The task awaiting this one's [`JoinHandle`]; boxed because most tasks are detached and
+    /// every idle connection's task should stay small.
+    join_waker: Option<Box<Waker>>,
 }
 
 pub(crate) struct Task<F: Future> {
-    state: AtomicUsize,
-    /// The worker that last ran the task; a wake queues it there (`usize::MAX`: none yet).
-    worker: AtomicUsize,
+    state: AtomicU32,
+    /// The worker that last ran the task; a wake queues it there (`NO_WORKER`: none yet).
+    worker: AtomicU32,
     shared: Weak<Shared>,
     core: Mutex<Core<F>>,
 }
@@ -68,11 +76,11 @@ where
 {
     pub(crate) fn new(future: F, shared: Weak<Shared>) -> Arc<Self> {
         Arc::new(Task {
-            state: AtomicUsize::new(SCHEDULED),
-            worker: AtomicUsize::new(usize::MAX),
+            state: AtomicU32::new(SCHEDULED),
+            worker: AtomicU32::new(NO_WORKER),
             shared,
             core: Mutex::new(Core {
-                stage: Stage::Running(Box::pin(future)),
+                stage: Stage::Running(future),
                 join_waker: None,
             }),
         })
@@ -81,7 +89,10 @@ where
     fn schedule(self: Arc<Self>) {
         if let Some(shared) = self.shared.upgrade() {
             // Relaxed: a placement hint; the queue lock orders the hand-over itself.
-            let affinity = self.worker.load(Ordering::Relaxed);
+            let affinity = match self.worker.load(Ordering::Relaxed) {
+                NO_WORKER => usize::MAX,
+                w => w as usize,
+            };
             shared.push_task(self, affinity);
         }
         // The scheduler is gone: the task can never run again; dropping it frees it.
@@ -128,7 +139,10 @@ where
 {
     fn run(self: Arc<Self>, worker: usize) {
         // Relaxed: a placement hint (see `schedule`).
-        self.worker.store(worker, Ordering::Relaxed);
+        self.worker.store(
+            u32::try_from(worker).unwrap_or(NO_WORKER),
+            Ordering::Relaxed,
+        );
         // Acquire: pairs with the waker's AcqRel CAS that queued us.
         if self
             .state
@@ -144,9 +158,15 @@ where
             let Stage::Running(fut) = &mut core.stage else {
                 unreachable!("task: RUNNING without a future");
             };
-            match fut.as_mut().poll(&mut cx) {
+            // SAFETY: the future lives inside this task's `Arc` allocation and is never moved:
+            // `Stage::Running` is only ever dropped in place (the assignment below, or the
+            // task's drop); `poll_join` replaces only a `Finished` stage.
+            #[allow(unsafe_code)]
+            let fut = unsafe { crate::sync::pin_in_place(fut) };
+            match fut.poll(&mut cx) {
                 Poll::Pending => None,
                 Poll::Ready(out) => {
+                    // Drops the future in place.
                     core.stage = Stage::Finished(out);
                     // Release: publishes the output to the join handle's Acquire load.
                     self.state.store(COMPLETE, Ordering::Release);
@@ -189,17 +209,20 @@ where
 {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut core = self.core.lock();
-        match core::mem::replace(&mut core.stage, Stage::Taken) {
-            Stage::Finished(out) => Poll::Ready(out),
+        match core.stage {
+            // Only a finished stage is moved out: a running future stays pinned in place.
+            Stage::Finished(_) => match core::mem::replace(&mut core.stage, Stage::Taken) {
+                Stage::Finished(out) => Poll::Ready(out),
+                _ => unreachable!("task: stage changed under the lock"),
+            },
             Stage::Taken => panic!("JoinHandle polled after completion"),
-            running => {
-                core.stage = running;
+            Stage::Running(_) => {
                 if !core
                     .join_waker
                     .as_ref()
                     .is_some_and(|w| w.will_wake(cx.waker()))
                 {
-                    core.join_waker = Some(cx.waker().clone());
+                    core.join_waker = Some(Box::new(cx.waker().clone()));
                 }
                 Poll::Pending
             }
@@ -247,5 +270,19 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("finished", &self.is_finished())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a task adds around its future, which is stored inline (issue 4's s4 budget: every
+    /// idle connection is one task).
+    #[test]
+    fn task_overhead_is_small() {
+        type Fut = core::future::Ready<[u64; 7]>;
+        let overhead = size_of::<Task<Fut>>() - size_of::<Fut>();
+        assert!(overhead <= 40, "a task adds {overhead} bytes to its future");
     }
 }

@@ -205,47 +205,59 @@ impl Drop for LentBuf {
     }
 }
 
-async fn echo_conn<B: SocketBackend>(
-    conn: TcpStream<B>,
-    peer: SocketAddr,
-    buf_size: usize,
-    quiet: bool,
-) {
-    let report = |e: netpoll_stack::Error| {
-        if !quiet {
-            log!("netpoll echo: {peer}: {e}");
-        }
-    };
+/// Logs a connection's error, naming its peer if the socket still knows it (after a reset it
+/// may not). The address is looked up here rather than kept in every connection's task.
+fn report<B: SocketBackend>(conn: &TcpStream<B>, quiet: bool, e: netpoll_stack::Error) {
+    if quiet {
+        return;
+    }
+    match conn.peer_addr() {
+        Ok(peer) => log!("netpoll echo: {peer}: {e}"),
+        Err(_) => log!("netpoll echo: {e}"),
+    }
+}
+
+/// Echoes one connection until it ends. An idle connection's task holds only the
+/// `readable` wait: the read buffer and the read and write futures exist only while a message
+/// is in flight (`echo_once`, boxed, so its size does not count in every idle task).
+async fn echo_conn<B: SocketBackend>(conn: TcpStream<B>, buf_size: usize, quiet: bool) {
     loop {
         if let Err(e) = conn.readable().await {
-            report(e);
+            report(&conn, quiet, e);
             break;
         }
-        let mut buf = LentBuf::take(buf_size);
-        match conn.read(&mut buf.0).await {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Err(e) = conn.write_all(&buf.0[..n]).await {
-                    report(e);
-                    break;
-                }
-            }
+        match Box::pin(echo_once(&conn, buf_size)).await {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
-                report(e);
+                report(&conn, quiet, e);
                 break;
             }
         }
     }
-    let _ = conn.close().await;
+    // Boxed for the same reason as `echo_once`: it runs once, at the end.
+    let _ = Box::pin(conn.close()).await;
+}
+
+/// Reads what is there into a lent buffer and writes it back; `Ok(false)` at end of stream.
+async fn echo_once<B: SocketBackend>(
+    conn: &TcpStream<B>,
+    buf_size: usize,
+) -> Result<bool, netpoll_stack::Error> {
+    let mut buf = LentBuf::take(buf_size);
+    let n = conn.read(&mut buf.0).await?;
+    if n == 0 {
+        return Ok(false);
+    }
+    conn.write_all(&buf.0[..n]).await?;
+    Ok(true)
 }
 
 async fn serve<B: SocketBackend>(listener: TcpListener<B>, buf_size: usize, quiet: bool) {
     loop {
         match listener.accept().await {
-            Ok((conn, peer)) => {
-                listener
-                    .handle()
-                    .spawn(echo_conn(conn, peer, buf_size, quiet));
+            Ok((conn, _peer)) => {
+                listener.handle().spawn(echo_conn(conn, buf_size, quiet));
             }
             Err(e) if e.kind() == ErrorKind::Closed => return,
             Err(e) => {
