@@ -12,9 +12,10 @@ use netpoll_stack::{TcpListener, TcpStream};
 
 #[test]
 fn per_connection_objects_stay_within_budget() {
-    // One per socket, in the pollDesc cache. Deadlines live out of line until first used.
+    // One per socket, in the pollDesc cache. Deadlines live out of line until first used;
+    // 72 bytes is what fits, with its `Arc` header, in a 96-byte malloc chunk.
     assert!(
-        size_of::<PollDesc>() <= 88,
+        size_of::<PollDesc>() <= 72,
         "PollDesc is {} bytes",
         size_of::<PollDesc>()
     );

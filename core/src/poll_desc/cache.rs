@@ -36,7 +36,7 @@ impl PollCache {
     /// Go: `pollCache.alloc` + `poll_runtime_pollOpen`.
     ///
     /// # Panics
-    /// After 2^32 - 1 live descriptors.
+    /// After 2^27 live descriptors (the slot index shares the pollDesc's summary word).
     pub fn alloc(&self) -> Arc<PollDesc> {
         let pd = {
             let mut slab = self.slab.lock();
@@ -45,7 +45,7 @@ impl PollCache {
                 None => {
                     let slot = u32::try_from(slab.slots.len())
                         .ok()
-                        .filter(|&s| s != u32::MAX)
+                        .filter(|&s| s <= super::state::MAX_SLOT)
                         .expect("poll_cache: slot space exhausted");
                     let pd = Arc::new(PollDesc::new(slot, 1));
                     slab.slots.push(pd.clone());
@@ -65,7 +65,7 @@ impl PollCache {
     /// w/o unblock", "blocked read on closing polldesc").
     pub fn free(&self, pd: &PollDesc) {
         pd.retire();
-        self.slab.lock().free.push(pd.slot);
+        self.slab.lock().free.push(pd.slot());
     }
 
     /// The descriptor `key` names, if its generation is current.

@@ -10,9 +10,9 @@
 //!
 //! | field | writers | readers | orderings | pairs with |
 //! |---|---|---|---|---|
-//! | `sem[d].state` | waiter (`poll_wait`, `cancel_wait`, `prepare`), unblockers (`unblock`) | same | `SeqCst` on every access | the waiter's `NIL→WAIT` store is one half of a Dekker pair with the unblocker's `publish_info` + `state` load (I1); the `WAIT→PARKED` commit publishes the waker to the unblocker's `PARKED→WAKING` (I3) |
-//! | `sem[d].waker` | the slot owner only (see `state.rs`) | the slot owner | non-atomic, ownership by the state word | handed over by the `state` transitions above |
-//! | `info` | `publish_info` under `inner` lock; `set_event_err` lock-free | `check_err` lock-free; `ready` generation check | `SeqCst` | the other half of the Dekker pair: `publish_info` (store) then `unblock` (load of `state`), against the waiter's `NIL→WAIT` (store) then `check_err` (load) |
+//! | `sem_state[d]` | waiter (`poll_wait`, `cancel_wait`, `prepare`), unblockers (`unblock`) | same | `SeqCst` on every access | the waiter's `NIL→WAIT` store is one half of a Dekker pair with the unblocker's `publish_info` + `state` load (I1); the `WAIT→PARKED` commit publishes the waker to the unblocker's `PARKED→WAKING` (I3) |
+//! | `sem_waker[d]` | the slot owner only (see `state.rs`) | the slot owner | non-atomic, ownership by the state word | handed over by the `state` transitions above |
+//! | `info` | `publish_info` under `inner` lock; `set_event_err`, `set_read_closed` lock-free; the slot bits only at construction | `check_err` lock-free; `ready` generation check; `slot()` (`Relaxed`: constant bits) | `SeqCst` | the other half of the Dekker pair: `publish_info` (store) then `unblock` (load of `state`), against the waiter's `NIL→WAIT` (store) then `check_err` (load) |
 //! | `inner` | lock holders | lock holders | spin lock | — |
 //!
 //! Why `SeqCst` and not `AcqRel`: Go's rule is a store–load pair on two different words ("need
@@ -40,7 +40,7 @@ use core::fmt;
 use core::task::{Context, Poll, Waker};
 
 use crate::source::{Direction, Key, Readiness};
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, WakerCell};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, WakerCell};
 use crate::time::Instant;
 use state::*;
 
@@ -245,30 +245,25 @@ impl Inner {
     }
 }
 
-/// One direction's binary semaphore plus its waker slot (Go: `rg` or `wg`).
-#[derive(Debug)]
-struct Semaphore {
-    state: AtomicUsize,
+/// One direction's binary semaphore plus its waker slot (Go: `rg` or `wg`), as a view of
+/// the two fields of [`PollDesc`] that hold it: the pollDesc keeps both state words side by
+/// side (and both wakers), which packs it 8 bytes tighter than two `{state, waker}` pairs.
+#[derive(Debug, Clone, Copy)]
+struct Semaphore<'a> {
+    state: &'a AtomicU32,
     /// Owned by whoever the `state` protocol says (see `state.rs`); valid in `PARKED`.
-    waker: WakerCell,
+    waker: &'a WakerCell,
 }
 
-impl Semaphore {
-    fn new() -> Self {
-        Semaphore {
-            state: AtomicUsize::new(NIL),
-            waker: WakerCell::new(),
-        }
-    }
-
+impl Semaphore<'_> {
     #[inline]
-    fn load(&self) -> usize {
+    fn load(&self) -> u32 {
         // SeqCst: see the ordering table (Dekker pair I1).
         self.state.load(Ordering::SeqCst)
     }
 
     #[inline]
-    fn cas(&self, from: usize, to: usize) -> Result<usize, usize> {
+    fn cas(&self, from: u32, to: u32) -> Result<u32, u32> {
         // SeqCst: see the ordering table. The WAIT→PARKED commit publishes the slot contents to
         // the unblocker's PARKED→WAKING CAS; NIL→WAIT is the waiter's half of the Dekker pair.
         self.state
@@ -276,7 +271,7 @@ impl Semaphore {
     }
 
     #[inline]
-    fn swap(&self, to: usize) -> usize {
+    fn swap(&self, to: u32) -> u32 {
         // SeqCst: see the ordering table.
         self.state.swap(to, Ordering::SeqCst)
     }
@@ -364,11 +359,11 @@ impl Semaphore {
 /// life of the cache, and its [`Key`] changes on every reuse.
 #[derive(Debug)]
 pub struct PollDesc {
-    /// Index in the [`PollCache`]; constant.
-    slot: u32,
-    /// Go: `rg`, `wg`.
-    sem: [Semaphore; 2],
-    /// Go: `atomicInfo`; layout in `state.rs`.
+    /// Go: the `rg`, `wg` words (see [`PollDesc::sem`]).
+    sem_state: [AtomicU32; 2],
+    /// The waker slots of `rg`, `wg`.
+    sem_waker: [WakerCell; 2],
+    /// Go: `atomicInfo`, plus the slot index (constant); layout in `state.rs`.
     info: AtomicU64,
     /// Go: the fields under `pd.lock`.
     inner: Mutex<Inner>,
@@ -376,10 +371,11 @@ pub struct PollDesc {
 
 impl PollDesc {
     pub(crate) fn new(slot: u32, generation: u32) -> Self {
+        assert!(slot <= MAX_SLOT, "poll_desc: slot {slot} out of range");
         PollDesc {
-            slot,
-            sem: [Semaphore::new(), Semaphore::new()],
-            info: AtomicU64::new(((generation as u64) << GEN_SHIFT) | CLOSING),
+            sem_state: [AtomicU32::new(NIL), AtomicU32::new(NIL)],
+            sem_waker: [WakerCell::new(), WakerCell::new()],
+            info: AtomicU64::new(info_pack(generation, slot) | CLOSING),
             inner: Mutex::new(Inner {
                 closing: true,
                 deadlines: None,
@@ -389,7 +385,24 @@ impl PollDesc {
 
     /// This descriptor's current key (slot + generation). Go: `taggedPointerPack(pd, fdseq)`.
     pub fn key(&self) -> Key {
-        Key::new(self.slot, self.generation())
+        // SeqCst: consistent with every other `info` access (ordering table).
+        let info = self.info.load(Ordering::SeqCst);
+        Key::new(info_slot(info), info_generation(info))
+    }
+
+    /// Index in the [`PollCache`]; constant.
+    pub(crate) fn slot(&self) -> u32 {
+        // Relaxed: the slot bits never change after construction.
+        info_slot(self.info.load(Ordering::Relaxed))
+    }
+
+    /// The semaphore of direction index `i` (Go: `rg` for 0, `wg` for 1).
+    #[inline]
+    fn sem(&self, i: usize) -> Semaphore<'_> {
+        Semaphore {
+            state: &self.sem_state[i],
+            waker: &self.sem_waker[i],
+        }
     }
 
     fn generation(&self) -> u32 {
@@ -478,7 +491,7 @@ impl PollDesc {
     /// readiness. Go: `poll_runtime_pollReset` (`prepareRead`/`prepareWrite`).
     pub fn prepare(&self, dir: Direction) -> Result<(), PollError> {
         self.check_err(dir)?;
-        let sem = &self.sem[dir.index()];
+        let sem = self.sem(dir.index());
         // Only READY is dropped: a registration of a dropped future was already undone.
         let _ = sem.cas(READY, NIL);
         Ok(())
@@ -499,7 +512,7 @@ impl PollDesc {
         cx: &mut Context<'_>,
         waiters: &WaiterCount,
     ) -> Poll<Result<(), PollError>> {
-        let sem = &self.sem[dir.index()];
+        let sem = self.sem(dir.index());
         loop {
             match sem.load() {
                 // Consume a latched notification (row 2; or the wake-up of row 8).
@@ -562,7 +575,7 @@ impl PollDesc {
     }
 
     /// `WAIT → PARKED` (Go: `netpollblockcommit`). `None` means "loop and re-check".
-    fn commit(sem: &Semaphore, waiters: &WaiterCount) -> Option<Poll<Result<(), PollError>>> {
+    fn commit(sem: Semaphore<'_>, waiters: &WaiterCount) -> Option<Poll<Result<(), PollError>>> {
         // Count before publishing so an unblocker's decrement can never precede it.
         waiters.add(1);
         match sem.cas(WAIT, PARKED) {
@@ -583,7 +596,7 @@ impl PollDesc {
     /// Undoes a pending [`PollDesc::poll_wait`] registration (the waiting future was dropped
     /// or stopped being polled). A latched readiness is kept.
     pub fn cancel_wait(&self, dir: Direction, waiters: &WaiterCount) {
-        if self.sem[dir.index()].cancel() {
+        if self.sem(dir.index()).cancel() {
             waiters.sub(1);
         }
     }
@@ -603,7 +616,7 @@ impl PollDesc {
         }
         for dir in Direction::BOTH {
             if readiness.has(dir) {
-                woken.push(self.sem[dir.index()].unblock(true));
+                woken.push(self.sem(dir.index()).unblock(true));
             }
         }
         woken
@@ -629,7 +642,7 @@ impl PollDesc {
             // Publish BEFORE unblocking (the atomicInfo protocol).
             self.publish_info(&inner);
             for dir in Direction::BOTH {
-                woken.push(self.sem[dir.index()].unblock(false));
+                woken.push(self.sem(dir.index()).unblock(false));
             }
         }
         woken
@@ -693,7 +706,7 @@ impl PollDesc {
         self.publish_info(&inner);
         for dir in Direction::BOTH {
             if expired[dir.index()] {
-                update.woken.push(self.sem[dir.index()].unblock(false));
+                update.woken.push(self.sem(dir.index()).unblock(false));
             }
         }
         update
@@ -722,7 +735,7 @@ impl PollDesc {
             Deadline::At(t) if t <= now => {
                 d.deadline = Deadline::Expired;
                 self.publish_info(&inner);
-                fired.woken.push(self.sem[i].unblock(false));
+                fired.woken.push(self.sem(i).unblock(false));
             }
             Deadline::At(t) => {
                 d.armed = Some(t);
@@ -744,7 +757,8 @@ impl PollDesc {
 
     /// Re-initialises a descriptor taken from the free list. Go: `poll_runtime_pollOpen`.
     fn open(&self) {
-        for (i, sem) in self.sem.iter().enumerate() {
+        for i in 0..2 {
+            let sem = self.sem(i);
             let s = sem.load();
             if s != NIL && s != READY {
                 panic!(
@@ -779,7 +793,8 @@ impl PollDesc {
                 self.key()
             );
         }
-        for (i, sem) in self.sem.iter().enumerate() {
+        for i in 0..2 {
+            let sem = self.sem(i);
             let s = sem.load();
             if s != NIL && s != READY {
                 panic!(
@@ -798,7 +813,7 @@ impl PollDesc {
                 if gen == 0 {
                     gen = 1;
                 }
-                Some(((gen as u64) << GEN_SHIFT) | CLOSING)
+                Some(info_pack(gen, info_slot(x)) | CLOSING)
             });
         drop(inner);
     }

@@ -32,8 +32,8 @@
 //! # The summary word (`info`, Go: `atomicInfo`)
 //!
 //! ```text
-//! | 63 ........ 32 | 31 ... 5 |      4      |      3       |      2      |     1     |    0    |
-//! |   generation   |  unused  | READ_CLOSED | EXPIRED_WRITE| EXPIRED_READ| EVENT_ERR | CLOSING |
+//! | 63 ......... 32 | 31 .... 5 |      4      |      3       |      2      |     1     |    0    |
+//! | generation (32) | slot (27) | READ_CLOSED | EXPIRED_WRITE| EXPIRED_READ| EVENT_ERR | CLOSING |
 //! ```
 //!
 //! `READ_CLOSED` (no Go equivalent) is set lock-free, like `EVENT_ERR`, and never cleared until
@@ -43,15 +43,15 @@
 //! the same word (Go #59545). Explicit widths: the generation is the full 32 bits (spec §7 #26).
 
 /// Nothing pending, nobody waiting. Go: `pdNil`.
-pub(crate) const NIL: usize = 0;
+pub(crate) const NIL: u32 = 0;
 /// A readiness notification is latched. Go: `pdReady`.
-pub(crate) const READY: usize = 1;
+pub(crate) const READY: u32 = 1;
 /// The waiter is about to park and owns the waker slot. Go: `pdWait`.
-pub(crate) const WAIT: usize = 2;
+pub(crate) const WAIT: u32 = 2;
 /// The waiter is parked; its waker is in the slot. Go: the `*g` value.
-pub(crate) const PARKED: usize = 3;
+pub(crate) const PARKED: u32 = 3;
 /// An unblocker owns the slot and is taking the waker out. No Go equivalent.
-pub(crate) const WAKING: usize = 4;
+pub(crate) const WAKING: u32 = 4;
 
 /// Set once by `evict` (Go: `pollClosing`); never cleared until the slot is reused.
 pub(crate) const CLOSING: u64 = 1 << 0;
@@ -69,6 +69,23 @@ pub(crate) const EXPIRED_WRITE: u64 = 1 << 3;
 /// Shift of the generation inside the summary word.
 pub(crate) const GEN_SHIFT: u32 = 32;
 
+/// Shift of the slot index inside the summary word (below it: the flags).
+pub(crate) const SLOT_SHIFT: u32 = 5;
+/// The largest slot index the summary word holds (27 bits).
+pub(crate) const MAX_SLOT: u32 = (1 << (GEN_SHIFT - SLOT_SHIFT)) - 1;
+
+/// A summary word with generation `gen`, slot `slot` and no flags.
+#[inline]
+pub(crate) const fn info_pack(gen: u32, slot: u32) -> u64 {
+    ((gen as u64) << GEN_SHIFT) | ((slot as u64) << SLOT_SHIFT)
+}
+
+/// The slot index stored in a summary word.
+#[inline]
+pub(crate) const fn info_slot(info: u64) -> u32 {
+    ((info >> SLOT_SHIFT) as u32) & MAX_SLOT
+}
+
 /// The generation stored in a summary word.
 #[inline]
 pub(crate) const fn info_generation(info: u64) -> u32 {
@@ -76,7 +93,7 @@ pub(crate) const fn info_generation(info: u64) -> u32 {
 }
 
 /// Human name of a semaphore state, for panic messages.
-pub(crate) const fn sem_name(s: usize) -> &'static str {
+pub(crate) const fn sem_name(s: u32) -> &'static str {
     match s {
         NIL => "NIL",
         READY => "READY",

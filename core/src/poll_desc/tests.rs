@@ -120,8 +120,8 @@ fn snapshot(pd: &PollDesc, waiters: &WaiterCount) -> Snapshot {
         "summary word out of sync with `closing`"
     );
     Snapshot {
-        rg: sem_name(pd.sem[0].load()),
-        wg: sem_name(pd.sem[1].load()),
+        rg: sem_name(pd.sem(0).load()),
+        wg: sem_name(pd.sem(1).load()),
         closing,
         expired_read: info & EXPIRED_READ != 0,
         expired_write: info & EXPIRED_WRITE != 0,
@@ -181,7 +181,7 @@ fn wake(woken: Woken, n: usize, waiters: &WaiterCount) {
 /// `netpollblock` up to `gopark`). The test then races an unblocker before `commit`.
 #[track_caller]
 fn begin_wait(pd: &PollDesc, dir: Direction, task: &Task) {
-    let sem = &pd.sem[dir.index()];
+    let sem = pd.sem(dir.index());
     assert_eq!(sem.cas(NIL, WAIT), Ok(NIL), "begin_wait from NIL");
     assert_eq!(pd.check_err(dir), Ok(()));
     assert!(sem.set_waker(Some(task.waker())).is_none());
@@ -588,7 +588,7 @@ fn wait_readiness_makes_commit_fail() {
         }
     );
     assert_eq!(
-        PollDesc::commit(&pd.sem[0], &waiters),
+        PollDesc::commit(pd.sem(0), &waiters),
         Some(Poll::Ready(Ok(())))
     );
     assert_task!(t, wakes: 0, clones: 0);
@@ -611,7 +611,7 @@ fn wait_close_makes_commit_fail() {
             ..FRESH
         }
     );
-    assert_eq!(PollDesc::commit(&pd.sem[0], &waiters), None);
+    assert_eq!(PollDesc::commit(pd.sem(0), &waiters), None);
     assert_task!(t, wakes: 0, clones: 0);
     assert_eq!(
         poll(&pd, R, &t, &waiters),
@@ -627,7 +627,7 @@ fn wait_past_deadline_makes_commit_fail() {
     let t = Task::new();
     begin_wait(&pd, R, &t);
     set_deadline_now(&pd, 10, &[R], Some(1), 0, &waiters);
-    assert_eq!(PollDesc::commit(&pd.sem[0], &waiters), None);
+    assert_eq!(PollDesc::commit(pd.sem(0), &waiters), None);
     assert_task!(t, wakes: 0, clones: 0);
     assert_eq!(
         poll(&pd, R, &t, &waiters),
@@ -655,7 +655,7 @@ fn wait_deadline_fired_then_reset_parks_again() {
     assert!(fired.rearm.is_none());
     wake(fired.woken, 0, &waiters);
     set_deadline_now(&pd, 10, &[R], None, 0, &waiters);
-    assert_eq!(PollDesc::commit(&pd.sem[0], &waiters), None);
+    assert_eq!(PollDesc::commit(pd.sem(0), &waiters), None);
     park(&pd, R, &t, &waiters);
     assert_task!(t, wakes: 0, clones: 1);
     sanity!(
@@ -679,7 +679,7 @@ fn wait_readiness_then_close_still_reports_ready() {
     wake(pd.ready(pd.key(), Readiness::READABLE), 0, &waiters);
     wake(pd.evict(), 0, &waiters);
     assert_eq!(
-        PollDesc::commit(&pd.sem[0], &waiters),
+        PollDesc::commit(pd.sem(0), &waiters),
         Some(Poll::Ready(Ok(())))
     );
     assert_eq!(
@@ -1102,7 +1102,7 @@ fn parked_waiter_count_drops_only_after_wake() {
 /// The unblocker's first half: `PARKED → WAKING`, taking the waker.
 #[track_caller]
 fn begin_handoff(pd: &PollDesc, dir: Direction) -> Option<Waker> {
-    let sem = &pd.sem[dir.index()];
+    let sem = pd.sem(dir.index());
     assert_eq!(sem.cas(PARKED, WAKING), Ok(PARKED));
     sem.set_waker(None)
 }
@@ -1121,7 +1121,7 @@ fn waking_poll_wait_waits_for_handoff() {
     // Give the poller time to reach the spin (the outcome does not depend on it), then finish
     // the I/O hand-off: publish READY, then wake.
     thread::sleep(std::time::Duration::from_millis(5));
-    pd.sem[0].state.store(READY, Ordering::SeqCst);
+    pd.sem(0).state.store(READY, Ordering::SeqCst);
     let mut woken = Woken::default();
     woken.push(taken);
     wake(woken, 1, &waiters);
@@ -1145,7 +1145,7 @@ fn waking_second_unblocker_does_not_overwrite_edge() {
         thread::spawn(move || pd.evict().len())
     };
     thread::sleep(std::time::Duration::from_millis(5));
-    pd.sem[0].state.store(READY, Ordering::SeqCst);
+    pd.sem(0).state.store(READY, Ordering::SeqCst);
     let mut woken = Woken::default();
     woken.push(taken);
     wake(woken, 1, &waiters);
@@ -1174,7 +1174,7 @@ fn waking_cancel_wait_defers_to_unblocker() {
         thread::spawn(move || pd.cancel_wait(R, &waiters))
     };
     thread::sleep(std::time::Duration::from_millis(5));
-    pd.sem[0].state.store(NIL, Ordering::SeqCst);
+    pd.sem(0).state.store(NIL, Ordering::SeqCst);
     let mut woken = Woken::default();
     woken.push(taken);
     wake(woken, 1, &waiters);
@@ -1208,7 +1208,7 @@ fn free_with_parked_reader_panics() {
     // close without the entry check: forge that state to check the assertion (§6 #50).
     let (cache, pd, waiters) = setup();
     wake(pd.evict(), 0, &waiters);
-    pd.sem[0].state.store(PARKED, Ordering::SeqCst);
+    pd.sem(0).state.store(PARKED, Ordering::SeqCst);
     cache.free(&pd);
 }
 

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -175,7 +176,7 @@ async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
 struct LentBuf(Box<[u8]>);
 
 /// Buffers kept per thread beyond those in use; more are freed.
-const FREE_BUFS_PER_THREAD: usize = 256;
+const FREE_BUFS_PER_THREAD: usize = 64;
 
 thread_local! {
     static FREE_BUFS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -205,10 +206,27 @@ impl Drop for LentBuf {
     }
 }
 
+/// The options every connection needs.
+#[derive(Debug, Clone, Copy)]
+struct ConnOptions {
+    buf_size: usize,
+    quiet: bool,
+}
+
+/// Set once, before the server accepts: connections read their options here rather than each
+/// idle task carrying a copy (every byte of an idle task counts, issue 4's s4).
+static CONN_OPTIONS: OnceLock<ConnOptions> = OnceLock::new();
+
+fn conn_options() -> ConnOptions {
+    *CONN_OPTIONS
+        .get()
+        .expect("netpoll echo: connection options are set before the first accept")
+}
+
 /// Logs a connection's error, naming its peer if the socket still knows it (after a reset it
 /// may not). The address is looked up here rather than kept in every connection's task.
-fn report<B: SocketBackend>(conn: &TcpStream<B>, quiet: bool, e: netpoll_stack::Error) {
-    if quiet {
+fn report<B: SocketBackend>(conn: &TcpStream<B>, e: netpoll_stack::Error) {
+    if conn_options().quiet {
         return;
     }
     match conn.peer_addr() {
@@ -220,23 +238,29 @@ fn report<B: SocketBackend>(conn: &TcpStream<B>, quiet: bool, e: netpoll_stack::
 /// Echoes one connection until it ends. An idle connection's task holds only the
 /// `readable` wait: the read buffer and the read and write futures exist only while a message
 /// is in flight (`echo_once`, boxed, so its size does not count in every idle task).
-async fn echo_conn<B: SocketBackend>(conn: TcpStream<B>, buf_size: usize, quiet: bool) {
-    loop {
-        if let Err(e) = conn.readable().await {
-            report(&conn, quiet, e);
-            break;
-        }
-        match Box::pin(echo_once(&conn, buf_size)).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                report(&conn, quiet, e);
-                break;
+///
+/// A plain `fn` returning an `async move` block, not an `async fn`: an `async fn` keeps a
+/// second copy of its arguments in the future (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)] // Deliberate, see above.
+fn echo_conn<B: SocketBackend>(conn: TcpStream<B>) -> impl Future<Output = ()> + Send {
+    async move {
+        loop {
+            let echoed = match conn.readable().await {
+                Ok(()) => Box::pin(echo_once(&conn, conn_options().buf_size)).await,
+                Err(e) => Err(e),
+            };
+            match echoed {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    report(&conn, e);
+                    break;
+                }
             }
         }
+        // Boxed for the same reason as `echo_once`: it runs once, at the end.
+        let _ = Box::pin(conn.close()).await;
     }
-    // Boxed for the same reason as `echo_once`: it runs once, at the end.
-    let _ = Box::pin(conn.close()).await;
 }
 
 /// Reads what is there into a lent buffer and writes it back; `Ok(false)` at end of stream.
@@ -253,11 +277,11 @@ async fn echo_once<B: SocketBackend>(
     Ok(true)
 }
 
-async fn serve<B: SocketBackend>(listener: TcpListener<B>, buf_size: usize, quiet: bool) {
+async fn serve<B: SocketBackend>(listener: TcpListener<B>) {
     loop {
         match listener.accept().await {
             Ok((conn, _peer)) => {
-                listener.handle().spawn(echo_conn(conn, buf_size, quiet));
+                listener.handle().spawn(echo_conn(conn));
             }
             Err(e) if e.kind() == ErrorKind::Closed => return,
             Err(e) => {
@@ -278,12 +302,13 @@ async fn echo_server<B: SocketBackend>(
     let listener =
         TcpListener::bind(&backend, opts.listen).map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Only one server per process sets it; a second would keep the first's options.
+    let _ = CONN_OPTIONS.set(ConnOptions {
+        buf_size: opts.buf,
+        quiet: opts.quiet,
+    });
     log!("netpoll echo: listening on {addr} (backend {engine})");
-    race(
-        serve(listener.clone(), opts.buf, opts.quiet),
-        signal::termination(),
-    )
-    .await;
+    race(serve(listener.clone()), signal::termination()).await;
     log!("netpoll echo: shutting down");
     let _ = listener.close().await;
     Ok(())
