@@ -36,9 +36,9 @@ fn operation_futures_stay_within_budget() {
         // What an idle connection's task holds (`readable`), and what it holds while busy.
         let sizes = [
             ("readable", size_of_val(&conn.readable()), 16),
-            ("read", size_of_val(&conn.read(&mut buf)), 96),
-            ("write_all", size_of_val(&conn.write_all(&[1; 4])), 104),
-            ("write", size_of_val(&conn.write(&[1; 4])), 104),
+            ("read", size_of_val(&conn.read(&mut buf)), 80),
+            ("write_all", size_of_val(&conn.write_all(&[1; 4])), 88),
+            ("write", size_of_val(&conn.write(&[1; 4])), 88),
             ("close", size_of_val(&conn.close()), 40),
         ];
         for (op, size, budget) in sizes {

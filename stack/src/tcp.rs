@@ -4,6 +4,15 @@
 //! Every blocking operation is: take the direction's lock, `prepare` the pollDesc (a closed
 //! or expired descriptor fails before any I/O, D1), try the backend, and on `WouldBlock` wait
 //! on the pollDesc and retry. A wake-up is only a hint to retry (I8).
+//!
+//! # Future sizes
+//!
+//! The futures of these operations live inside the callers' tasks, so their size is memory
+//! per connection. The hot ones are written as a plain `fn` returning an `async move` block
+//! rather than as an `async fn`, which keeps a second copy of its arguments in the future
+//! (rust-lang/rust#62958); helpers awaited inside them are plain functions returning the core's
+//! `Wait`, not nested `async fn`s; [`Readable`], what an idle connection waits in, is written
+//! by hand. `hosted/tests/footprint.rs` holds the budgets.
 
 use alloc::sync::Arc;
 use core::fmt;
@@ -267,35 +276,41 @@ impl<B: SocketBackend> TcpStream<B> {
     /// Reads what is available, waiting until something is. `Ok(0)` is end of stream (the
     /// peer's FIN); a peer's reset is [`ErrorKind::ConnectionReset`]. An empty `buf` returns
     /// `Ok(0)` at once on an open connection (Go #15735). Go: `poll.FD.Read`.
-    pub async fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let err = |k| Error::new(Op::Read, k);
-        let fd = &*self.fd;
-        if budget_spent(fd, Direction::Read) {
-            netpoll_core::yield_now().await;
-        }
-        let _lock = fd.lock(Direction::Read).await.map_err(err)?;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if must_wait_for_edge(fd)? {
-            wait(fd, Direction::Read)
-                .await
-                .map_err(wait_error(Op::Read))?;
-        }
-        loop {
-            match fd.backend.try_read_drained(&fd.socket, buf) {
-                Ok((n, drained)) => {
-                    // Relaxed: see `Fd::read_drained`. EOF (0) is never "drained": the next
-                    // read must return 0 again without waiting for an edge that never comes.
-                    fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
-                    return Ok(n);
+    #[allow(clippy::manual_async_fn)] // See the module docs, "Future sizes".
+    pub fn read<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = Result<usize, Error>> + Send + 'a {
+        async move {
+            let err = |k| Error::new(Op::Read, k);
+            let fd = &*self.fd;
+            if budget_spent(fd, Direction::Read) {
+                netpoll_core::yield_now().await;
+            }
+            let _lock = fd.lock(Direction::Read).await.map_err(err)?;
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            if must_wait_for_edge(fd)? {
+                wait(fd, Direction::Read)
+                    .await
+                    .map_err(wait_error(Op::Read))?;
+            }
+            loop {
+                match fd.backend.try_read_drained(&fd.socket, buf) {
+                    Ok((n, drained)) => {
+                        // Relaxed: see `Fd::read_drained`. EOF (0) is never "drained": the next
+                        // read must return 0 again without waiting for an edge that never comes.
+                        fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
+                        return Ok(n);
+                    }
+                    Err(TryError::WouldBlock) => {
+                        wait(fd, Direction::Read)
+                            .await
+                            .map_err(wait_error(Op::Read))?;
+                    }
+                    Err(TryError::Failed(k)) => return Err(err(k)),
                 }
-                Err(TryError::WouldBlock) => {
-                    wait(fd, Direction::Read)
-                        .await
-                        .map_err(wait_error(Op::Read))?;
-                }
-                Err(TryError::Failed(k)) => return Err(err(k)),
             }
         }
     }
@@ -335,37 +350,40 @@ impl<B: SocketBackend> TcpStream<B> {
 
     /// The loop of `write` and `write_all`. `done` shapes the result here rather than in a
     /// wrapping `async fn`, which would store this future inside a second one.
-    async fn write_inner<T>(
-        &self,
-        buf: &[u8],
+    #[allow(clippy::manual_async_fn)] // See the module docs, "Future sizes".
+    fn write_inner<'a, T: 'a>(
+        &'a self,
+        buf: &'a [u8],
         all: bool,
-        done: impl FnOnce(usize) -> T,
-    ) -> Result<T, Error> {
-        let err = |k| Error::new(Op::Write, k);
-        let fd = &*self.fd;
-        if budget_spent(fd, Direction::Write) {
-            netpoll_core::yield_now().await;
-        }
-        let _lock = fd.lock(Direction::Write).await.map_err(err)?;
-        fd.pd.prepare(Direction::Write).map_err(|e| err(e.into()))?;
-        let mut sent = 0;
-        while sent < buf.len() {
-            match fd.backend.try_write(&fd.socket, &buf[sent..]) {
-                Ok(0) => return Err(err(ErrorKind::BrokenPipe).with_transferred(sent)),
-                Ok(n) => {
-                    sent += n;
-                    if !all {
-                        break;
-                    }
-                }
-                Err(TryError::WouldBlock) => wait(fd, Direction::Write)
-                    .await
-                    .map_err(wait_error(Op::Write))
-                    .map_err(|e| e.with_transferred(sent))?,
-                Err(TryError::Failed(k)) => return Err(err(k).with_transferred(sent)),
+        done: impl FnOnce(usize) -> T + Send + 'a,
+    ) -> impl Future<Output = Result<T, Error>> + Send + 'a {
+        async move {
+            let err = |k| Error::new(Op::Write, k);
+            let fd = &*self.fd;
+            if budget_spent(fd, Direction::Write) {
+                netpoll_core::yield_now().await;
             }
+            let _lock = fd.lock(Direction::Write).await.map_err(err)?;
+            fd.pd.prepare(Direction::Write).map_err(|e| err(e.into()))?;
+            let mut sent = 0;
+            while sent < buf.len() {
+                match fd.backend.try_write(&fd.socket, &buf[sent..]) {
+                    Ok(0) => return Err(err(ErrorKind::BrokenPipe).with_transferred(sent)),
+                    Ok(n) => {
+                        sent += n;
+                        if !all {
+                            break;
+                        }
+                    }
+                    Err(TryError::WouldBlock) => wait(fd, Direction::Write)
+                        .await
+                        .map_err(wait_error(Op::Write))
+                        .map_err(|e| e.with_transferred(sent))?,
+                    Err(TryError::Failed(k)) => return Err(err(k).with_transferred(sent)),
+                }
+            }
+            Ok(done(sent))
         }
-        Ok(done(sent))
     }
 
     /// Shuts down the write half: the peer reads EOF, our later writes fail. Go: `CloseWrite`.
