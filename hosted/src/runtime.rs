@@ -1,6 +1,6 @@
 //! The runtime users start: a scheduler polling epoll, plus the kernel socket backend.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -35,6 +35,11 @@ thread_local! {
     static CURRENT: RefCell<Option<(Handle, KernelBackend)>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// The worker this thread runs: (address of its runtime's [`ThreadPark`], worker id).
+    static WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
 /// Parks worker threads with `std::thread::park` (a futex on Linux).
 #[derive(Debug, Default)]
 struct ThreadPark {
@@ -42,12 +47,28 @@ struct ThreadPark {
 }
 
 impl ThreadPark {
-    fn register(&self, worker: usize) {
+    /// Makes the calling thread worker `worker` until the returned guard drops.
+    fn register(&self, worker: usize) -> WorkerGuard {
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         if threads.len() <= worker {
             threads.resize(worker + 1, None);
         }
         threads[worker] = Some(std::thread::current());
+        WorkerGuard(WORKER.replace((self.id(), worker)))
+    }
+
+    /// Tells this runtime's threads from another's (the address is stable: it lives in an `Arc`).
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+}
+
+/// Restores the thread's previous worker identity on drop.
+struct WorkerGuard((usize, usize));
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        WORKER.set(self.0);
     }
 }
 
@@ -61,6 +82,11 @@ impl Park for ThreadPark {
         if let Some(Some(t)) = threads.get(worker) {
             t.unpark();
         }
+    }
+
+    fn current(&self) -> Option<usize> {
+        let (park, worker) = WORKER.get();
+        (park == self.id()).then_some(worker)
     }
 }
 
@@ -173,7 +199,7 @@ impl Runtime {
     /// panic is re-raised here).
     pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
         let _enter = EnterGuard::enter(self.scheduler.handle(), &self.backend);
-        self.park.register(0);
+        let _worker = self.park.register(0);
         self.scheduler.prepare_workers();
         let threads: Vec<_> = (1..self.scheduler.workers())
             .map(|id| {
@@ -187,7 +213,7 @@ impl Runtime {
                     .name(format!("netpoll-worker-{id}"))
                     .spawn(move || {
                         let _enter = EnterGuard::enter(&handle, &backend);
-                        park.register(id);
+                        let _worker = park.register(id);
                         match std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())) {
                             Ok(Ok(())) => Ok(()),
                             Ok(Err(e)) => {
@@ -299,4 +325,80 @@ pub fn now() -> Instant {
 /// Outside [`Runtime::block_on`].
 pub fn sleep(duration: Duration) -> netpoll_core::sched::Sleep {
     with_current(|h, _| h.sleep(duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::future::poll_fn;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Poll, Waker};
+
+    use super::*;
+
+    /// Tasks parked on one gate: opening it wakes them all from the opener's worker.
+    #[derive(Default)]
+    struct Gate {
+        open: AtomicBool,
+        wakers: Mutex<Vec<Waker>>,
+    }
+
+    impl Gate {
+        async fn wait(&self) {
+            poll_fn(|cx| {
+                let mut wakers = self.wakers.lock().unwrap();
+                if self.open.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                wakers.push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+        }
+
+        fn open(&self) {
+            self.open.store(true, Ordering::Release);
+            for w in std::mem::take(&mut *self.wakers.lock().unwrap()) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Tasks woken on a worker queue there (no per-wake hand-off); a backlog that outlasts
+    /// `BACKLOG_WAIT` still wakes the idle worker, which steals half.
+    #[test]
+    fn a_long_backlog_on_one_worker_is_shared() {
+        let mut rt = Runtime::builder().workers(2).build().unwrap();
+        let gate = Arc::new(Gate::default());
+        let threads = Arc::new(Mutex::new(HashSet::new()));
+        rt.block_on(async {
+            let mut joins = Vec::new();
+            for _ in 0..8 {
+                let (gate, threads) = (gate.clone(), threads.clone());
+                joins.push(spawn(async move {
+                    gate.wait().await;
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < Duration::from_millis(5) {
+                        std::hint::spin_loop();
+                    }
+                    threads.lock().unwrap().insert(std::thread::current().id());
+                }));
+            }
+            while gate.wakers.lock().unwrap().len() < 8 {
+                sleep(Duration::from_millis(1)).await;
+            }
+            // Let the other worker go idle, then open the gate from the main future, so that
+            // every wake queues on worker 0 and nothing else wakes worker 1.
+            sleep(Duration::from_millis(20)).await;
+            gate.open();
+            for j in joins {
+                j.await;
+            }
+        });
+        assert_eq!(
+            threads.lock().unwrap().len(),
+            2,
+            "both workers ran the woken tasks"
+        );
+    }
 }

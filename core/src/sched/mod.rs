@@ -11,8 +11,15 @@
 //! * Woken tasks are queued before the waiter count drops (spec §7 #3); wakers run outside
 //!   every lock.
 //!
-//! The run queue is a shared injection queue that any thread may push to; per-worker local
-//! queues and stealing can be added in front of it without changing tasks or wakers.
+//! With several workers (Go's Ps), each has a local run queue, and a shared injection queue
+//! takes new tasks and wakes from other threads. A task woken on a worker thread (by the
+//! poller's dispatch, a timer or another task) is queued on that worker, which is running:
+//! no other thread is woken for it (Go: `runqput` on the current P; tokio does the same). An
+//! idle worker is woken to steal only for a backlog that outlasts [`BACKLOG_WAIT`], and every
+//! worker steals before it blocks or parks (Go: `findRunnable`), so none sleeps while another
+//! (perhaps preempted by the OS) holds runnable tasks. Measured on 2 cores (issue 4): handing
+//! each woken task to the worker that last ran it cost a futex every ~10 messages and left
+//! tasks waiting up to a CPU time slice for a thread that the OS had not yet run.
 
 mod task;
 mod timer;
@@ -41,6 +48,16 @@ use timer::{SleepSlot, TimerHeap, TimerKind};
 /// clock read per task.
 pub const POLL_INTERVAL_TASKS: u32 = 61;
 
+/// How long a worker may run tasks without draining its queue before it wakes an idle worker
+/// to steal from it (see `Shared::help_with_backlog`). Half a millisecond: several times the
+/// wake-up latency of a parked thread, a twentieth of Go's 10 ms preemption bound. Measured on
+/// 2 cores (issue 4): 100 µs woke the idle worker for ordinary echo batches and cost 5–10% of
+/// the throughput; 500 µs and 1 ms were alike.
+pub const BACKLOG_WAIT: Duration = Duration::from_micros(500);
+
+/// [`BACKLOG_WAIT`] in clock nanoseconds.
+const BACKLOG_WAIT_NANOS: u64 = BACKLOG_WAIT.as_nanos() as u64;
+
 /// `poll_until` value meaning "blocked without a timeout".
 const POLL_FOREVER: u64 = u64::MAX;
 
@@ -56,6 +73,14 @@ pub trait Park: Send + Sync {
 
     /// Wakes worker `worker` from [`Park::park`] (or makes its next `park` return at once).
     fn unpark(&self, worker: usize);
+
+    /// The worker the calling thread runs, if it is one of this scheduler's workers (Go: the
+    /// current M's P). A task woken there is queued on that worker, which is running and so
+    /// needs no wake-up (Go: `runqput` on the current P); the default (`None`) queues every
+    /// wake on the worker that last ran the task instead, waking it.
+    fn current(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Worker state: running tasks (or about to).
@@ -69,7 +94,14 @@ const POLLING: usize = 2;
 struct WorkerSlot {
     queue: Mutex<VecDeque<Arc<dyn Runnable>>>,
     state: AtomicUsize,
+    /// Clock nanoseconds since which the worker has been running tasks without draining its
+    /// queue, or since it last woke a helper; [`NOT_BUSY`] when its queue last ran dry. Read
+    /// and written only by the worker's own thread.
+    busy_since: AtomicU64,
 }
+
+/// `busy_since` value: the worker's queue last ran dry.
+const NOT_BUSY: u64 = u64::MAX;
 
 /// State shared by the scheduler, its handles and its wakers.
 pub(crate) struct Shared {
@@ -95,9 +127,26 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Queues a runnable task: on the worker that last ran it (locality), else on the
-    /// injector; then wakes whoever must run it (Go: `runqput` + `wakep`).
+    /// Queues a runnable task: on the calling worker's own queue if it runs on one; from
+    /// another thread, on the worker that last ran it (locality), else on the injector; then
+    /// wakes whoever must run it (Go: `runqput` + `wakep`).
     fn push_task(&self, task: Arc<dyn Runnable>, affinity: usize) {
+        // A wake on a worker thread (the poller's dispatch, a timer, a task waking another)
+        // stays on that worker: it is running, so it sees the task before it parks or polls
+        // (its own `has_work` re-check, same thread), and no other thread is woken per task.
+        // Whether an idle worker should help is decided by the age of the backlog, not per
+        // push (`help_with_backlog`). Go: `runqput` on the current P; tokio: the worker's own
+        // queue. New tasks (`affinity` out of range) still go to the injector.
+        if self.workers.len() > 1 && affinity < self.workers.len() {
+            if let Some(w) = self.park.as_ref().and_then(|p| p.current()) {
+                if w < self.workers.len() {
+                    self.workers[w].queue.lock().push_back(task);
+                    // A task that runs long and wakes others must not hold them back.
+                    self.help_with_backlog(w);
+                    return;
+                }
+            }
+        }
         // With one worker, one FIFO queue: wakes and spawns interleave fairly.
         if self.workers.len() > 1 && affinity < self.workers.len() {
             let queued = {
@@ -114,6 +163,39 @@ impl Shared {
             self.injector.lock().push_back(task);
             self.wake_idle();
         }
+    }
+
+    /// Called on worker `w`'s thread while its queue holds tasks: if its busy period has lasted
+    /// [`BACKLOG_WAIT`] and another worker is idle, wake that one to steal (Go: `wakep`), and
+    /// restart the period, so a worker asks for help at most once per `BACKLOG_WAIT`.
+    ///
+    /// Go wakes an idle P for every readied goroutine and lets it spin; on a machine whose
+    /// cores are all busy (the load's own threads included) the woken worker mostly takes CPU
+    /// from the one that had the work, and costs a futex on both sides. A backlog that drains
+    /// within `BACKLOG_WAIT` is cheaper to run where it is; one that does not (long tasks, a
+    /// worker preempted by the OS, more load than one worker can take) gets help.
+    fn help_with_backlog(&self, w: usize) {
+        let slot = &self.workers[w];
+        // Relaxed: only worker `w`'s thread accesses its `busy_since`.
+        let since = slot.busy_since.load(Ordering::Relaxed);
+        if since == NOT_BUSY {
+            return;
+        }
+        // Relaxed: a hint; `wake_idle` re-reads the states with SeqCst before acting.
+        if !self
+            .workers
+            .iter()
+            .any(|s| s.state.load(Ordering::Relaxed) != RUNNING)
+        {
+            return;
+        }
+        let now = self.clock.now().as_nanos();
+        if now.saturating_sub(since) < BACKLOG_WAIT_NANOS {
+            return;
+        }
+        // Relaxed: as above.
+        slot.busy_since.store(now, Ordering::Relaxed);
+        self.wake_idle();
     }
 
     /// Makes worker `w` notice new work: unpark it, or break its poll.
@@ -495,10 +577,12 @@ struct Core<S> {
 /// A scheduler over one readiness source: one worker (the thread in `block_on`), or several
 /// (Go: Ps and Ms around one netpoller).
 ///
-/// Each worker has a local run queue; woken tasks go back to the worker that last ran them,
-/// new ones to a shared injection queue; an idle worker steals half of another's queue. One
-/// worker at a time blocks in the source (the poll token); other idle workers park through
-/// [`Park`]. A busy worker still polls without blocking every [`POLL_INTERVAL_TASKS`] tasks.
+/// Each worker has a local run queue; a task woken on a worker runs there (from another
+/// thread, on the worker that last ran it), new ones go to a shared injection queue; a worker
+/// with a backlog older than [`BACKLOG_WAIT`] wakes an idle one, and a worker about to block or
+/// park first steals half of another's queue. One worker at a time blocks in the source (the
+/// poll token); other idle workers park through [`Park`]. A busy worker still polls without
+/// blocking every [`POLL_INTERVAL_TASKS`] tasks.
 pub struct Scheduler<S: ReadinessSource> {
     core: Arc<Core<S>>,
 }
@@ -543,6 +627,7 @@ impl<S: ReadinessSource> Scheduler<S> {
                 .map(|_| WorkerSlot {
                     queue: Mutex::new(VecDeque::new()),
                     state: AtomicUsize::new(RUNNING),
+                    busy_since: AtomicU64::new(NOT_BUSY),
                 })
                 .collect(),
             park,
@@ -719,8 +804,8 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
                 return Ok(None);
             }
             let main_woken = main.as_ref().map(|(_, w, _)| &w.woken);
-            self.run_timers();
-            let ran = self.run_tasks(main_woken);
+            let now = self.run_timers();
+            let ran = self.run_tasks(main_woken, now);
             if ran >= POLL_INTERVAL_TASKS {
                 // Busy: still poll I/O, without blocking, if nobody else is (Go: sysmon's
                 // `netpoll(0)`, serialised like `pollingNet`).
@@ -731,7 +816,9 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
                 }
                 continue;
             }
-            if ran == 0 && self.steal() {
+            // Go: `findRunnable` steals before it blocks, so a worker never sleeps while another
+            // (perhaps preempted by the OS) holds runnable tasks.
+            if self.steal() {
                 continue;
             }
             if self.try_take_poll_token() {
@@ -759,12 +846,12 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
     }
 
     /// Fires due timers (Go: `pp.timers.check`).
-    fn run_timers(&self) {
+    fn run_timers(&self) -> Instant {
         let shared = self.shared();
         let now = shared.clock.now();
         loop {
             let Some(entry) = shared.timers.lock().pop_due(now) else {
-                return;
+                return now;
             };
             match entry.kind {
                 TimerKind::Sleep(slot) => {
@@ -789,28 +876,45 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
     /// The next task: local queue first, then the injector (Go: `runqget`, `globrunqget`);
     /// every [`POLL_INTERVAL_TASKS`]th pick looks at the injector first, so tasks that keep
     /// waking each other on one worker cannot starve new ones (Go: `schedtick % 61`).
-    fn next_task(&mut self) -> Option<Arc<dyn Runnable>> {
+    /// Also returns whether tasks remain in the local queue behind the one picked.
+    fn next_task(&mut self) -> Option<(Arc<dyn Runnable>, bool)> {
         let shared = &self.core.handle.shared;
         self.tick = self.tick.wrapping_add(1);
         if self.tick.is_multiple_of(POLL_INTERVAL_TASKS) {
             if let Some(t) = shared.injector.lock().pop_front() {
-                return Some(t);
+                return Some((t, false));
             }
         }
-        if let Some(t) = shared.workers[self.id].queue.lock().pop_front() {
-            return Some(t);
+        {
+            let mut q = shared.workers[self.id].queue.lock();
+            if let Some(t) = q.pop_front() {
+                return Some((t, !q.is_empty()));
+            }
         }
-        shared.injector.lock().pop_front()
+        shared.injector.lock().pop_front().map(|t| (t, false))
     }
 
     /// Runs up to [`POLL_INTERVAL_TASKS`] queued tasks; returns how many ran, or
     /// `POLL_INTERVAL_TASKS` if it stopped early for the main future with work left.
-    fn run_tasks(&mut self, main_woken: Option<&AtomicBool>) -> u32 {
+    ///
+    /// `now` is the time at the top of the worker loop: it starts the worker's busy period
+    /// (see [`WorkerSlot::busy_since`]) if none is running.
+    fn run_tasks(&mut self, main_woken: Option<&AtomicBool>, now: Instant) -> u32 {
         let mut ran = 0;
+        let slot = &self.core.handle.shared.workers[self.id];
         while ran < POLL_INTERVAL_TASKS {
-            let Some(task) = self.next_task() else {
+            let Some((task, more)) = self.next_task() else {
+                // Drained: the busy period ends.
+                // Relaxed: only this worker's thread accesses its `busy_since`.
+                slot.busy_since.store(NOT_BUSY, Ordering::Relaxed);
                 break;
             };
+            // Relaxed: as above.
+            if slot.busy_since.load(Ordering::Relaxed) == NOT_BUSY {
+                slot.busy_since.store(now.as_nanos(), Ordering::Relaxed);
+            } else if more {
+                self.shared().help_with_backlog(self.id);
+            }
             task.run(self.id);
             ran += 1;
             // Relaxed: only a hint to give the main future its turn sooner; the swap at the top
@@ -861,6 +965,8 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
     fn poll_blocking(&mut self, main_woken: Option<&AtomicBool>) -> Result<(), RunError<S::Error>> {
         let shared = &self.core.handle.shared;
         let slot = &shared.workers[self.id];
+        // Idle: the busy period is over. Relaxed: only this worker's thread accesses it.
+        slot.busy_since.store(NOT_BUSY, Ordering::Relaxed);
         // SeqCst: the store halves of the Dekker pairs with `wake_worker`/`wake_idle` (state)
         // and `add_timer` (polling); the re-check below is the load half.
         slot.state.store(POLLING, Ordering::SeqCst);
@@ -893,7 +999,7 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
     }
 
     /// Polls the source and readies the tasks of the edges found (Go: `netpoll` +
-    /// `injectglist`): woken tasks go to the workers that last ran them.
+    /// `injectglist`): woken tasks go to this worker's queue (see [`Shared::push_task`]).
     fn poll(&mut self, timeout: Option<Duration>) -> Result<(), RunError<S::Error>> {
         self.events.clear();
         self.core
@@ -922,6 +1028,8 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             return;
         };
         let slot = &shared.workers[self.id];
+        // Idle: the busy period is over. Relaxed: only this worker's thread accesses it.
+        slot.busy_since.store(NOT_BUSY, Ordering::Relaxed);
         // SeqCst: the store half of the Dekker pair with `wake_worker`/`wake_idle`.
         slot.state.store(PARKED, Ordering::SeqCst);
         let work = main_woken.is_some_and(|w| w.load(Ordering::SeqCst))
