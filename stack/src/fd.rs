@@ -12,7 +12,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, AtomicU8};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use core::task::Context;
 use core::task::{Poll, Waker};
 
@@ -21,50 +21,31 @@ use netpoll_core::{Direction, PollDesc};
 use crate::error::ErrorKind;
 use netpoll_core::backend::SocketBackend;
 
-#[derive(Debug, Default)]
-struct FdState {
-    /// Go: `mutexClosed`.
-    closed: bool,
-    /// The socket has been released (Go: `destroy` ran).
-    destroyed: bool,
-    /// Send a reset on release.
-    abort: bool,
-    /// Go: `mutexRLock`, `mutexWLock`: bit `1 << dir` (one byte, so that the state fits 16).
-    locked: u8,
-    /// Go: the reference count (`mutexRef`).
-    refs: u32,
-    /// Tasks queued on the locks or in `close`. Allocated on first contention: most sockets
-    /// never have any, and an idle connection must stay small (issue 4's s4 budget).
-    waiters: Option<Box<FdWaiters>>,
+// Bits of `Fd::state` (Go: `fdMutex.state`).
+/// Go: `mutexClosed`.
+const CLOSED: u64 = 1 << 0;
+/// Go: `mutexRLock`, `mutexWLock`: bit `LOCKED << dir`.
+const LOCKED: u64 = 1 << 1;
+/// Send a reset on release.
+const ABORT: u64 = 1 << 3;
+/// `destroy` has run: the socket is released (Go: `destroy` done, `csema` released).
+const DESTROYED: u64 = 1 << 4;
+/// Some task may be in the waiter queues: whoever unlocks or closes must look there. Set only
+/// under the queue lock, cleared only under it when the lock queues are empty.
+const QUEUED: u64 = 1 << 5;
+/// One reference (Go: `mutexRef`); the count takes the bits above.
+const REF: u64 = 1 << 8;
+const REF_MASK: u64 = !(REF - 1);
+
+const fn lock_bit(dir: Direction) -> u64 {
+    LOCKED << dir as usize
 }
 
+/// Tasks waiting on an fd: queued on a lock (Go: `rsema`, `wsema`) or in `close` (Go: `csema`).
 #[derive(Debug, Default)]
 struct FdWaiters {
-    /// Tasks queued on each lock (Go: `rsema`, `wsema`).
     queued: [Vec<Waker>; 2],
-    /// Tasks in `close` waiting for the release (Go: `csema`).
     closers: Vec<Waker>,
-}
-
-impl FdState {
-    fn waiters(&mut self) -> &mut FdWaiters {
-        self.waiters.get_or_insert_default()
-    }
-
-    /// Takes the tasks queued on the lock of `dir` (or on both locks).
-    fn take_queued(&mut self, dir: Option<Direction>) -> Vec<Waker> {
-        let Some(w) = &mut self.waiters else {
-            return Vec::new();
-        };
-        match dir {
-            Some(d) => core::mem::take(&mut w.queued[d as usize]),
-            None => {
-                let [mut r, w] = core::mem::take(&mut w.queued);
-                r.extend(w);
-                r
-            }
-        }
-    }
 }
 
 fn push_waker(list: &mut Vec<Waker>, w: &Waker) {
@@ -83,7 +64,12 @@ pub(crate) struct Fd<B: SocketBackend> {
     /// Operations per direction that completed without waiting since the last wait or yield:
     /// the cooperative budget ([`crate::tcp::COOP_BUDGET`]). Relaxed: a scheduling hint.
     pub(crate) streak: [AtomicU8; 2],
-    state: spin::Mutex<FdState>,
+    /// Go's fdMutex in one word: the flags above plus the reference count. Taking and
+    /// giving back a lock is one compare-and-swap when nobody waits.
+    state: AtomicU64,
+    /// The waiters. Allocated on first contention: most sockets never have any, and an idle
+    /// connection must stay small (issue 4's s4 budget).
+    waiters: spin::Mutex<Option<Box<FdWaiters>>>,
 }
 
 /// A held reference (and lock, if `dir` is set). Releases on drop; the last release after a
@@ -114,17 +100,19 @@ impl<B: SocketBackend> Fd<B> {
             socket,
             read_drained: AtomicBool::new(drained),
             streak: [AtomicU8::new(0), AtomicU8::new(0)],
-            state: spin::Mutex::new(FdState::default()),
+            state: AtomicU64::new(0),
+            waiters: spin::Mutex::new(None),
         }))
     }
 
     /// Takes a reference (Go: `incref`): fails once closed.
     pub(crate) fn incref(&self) -> Result<FdGuard<'_, B>, ErrorKind> {
-        let mut s = self.state.lock();
-        if s.closed {
-            return Err(ErrorKind::Closed);
-        }
-        s.refs += 1;
+        // Acquire: pairs with the Release half of `release`, as taking a lock does.
+        self.state
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |s| {
+                (s & CLOSED == 0).then_some(s + REF)
+            })
+            .map_err(|_| ErrorKind::Closed)?;
         Ok(FdGuard {
             fd: self,
             dir: None,
@@ -144,36 +132,44 @@ impl<B: SocketBackend> Fd<B> {
 
     /// Go: `FD.Close`. Closes for every holder of this fd; completes once the socket is released.
     pub(crate) async fn close(&self, abort: bool) -> Result<(), ErrorKind> {
-        let released = {
-            let mut s = self.state.lock();
-            if s.closed {
-                return Err(ErrorKind::Closed);
+        self.start_close(abort)?;
+        poll_fn(|cx| {
+            // Acquire: pairs with the Release `fetch_or(DESTROYED)` in `release`.
+            if self.state.load(Ordering::Acquire) & DESTROYED != 0 {
+                return Poll::Ready(());
             }
-            s.closed = true;
-            s.abort = abort;
-            s.refs += 1;
-            s.take_queued(None)
-        };
+            let mut w = self.waiters.lock();
+            // Re-checked under the lock the destroyer takes after setting DESTROYED, so its
+            // wake-up cannot miss us.
+            if self.state.load(Ordering::Acquire) & DESTROYED != 0 {
+                return Poll::Ready(());
+            }
+            push_waker(&mut w.get_or_insert_default().closers, cx.waker());
+            Poll::Pending
+        })
+        .await;
+        Ok(())
+    }
+
+    /// The part of `close` before waiting for the release (a plain function, so the close
+    /// future keeps none of its locals).
+    fn start_close(&self, abort: bool) -> Result<(), ErrorKind> {
+        let flags = CLOSED | if abort { ABORT } else { 0 };
+        // AcqRel: as `incref` (Acquire), and publishes CLOSED to the lock fast paths.
+        let old = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                (s & CLOSED == 0).then_some((s | flags) + REF)
+            })
+            .map_err(|_| ErrorKind::Closed)?;
         // Go: increfAndClose releases every queued waiter; they see `closed`.
-        for w in released {
-            w.wake();
+        if old & QUEUED != 0 {
+            self.wake_queued(None);
         }
         // Go: `pd.evict()`: parked reader and writer wake with `Closing`.
         self.backend.handle().evict(&self.pd);
-        drop(FdGuard {
-            fd: self,
-            dir: None,
-        });
-        poll_fn(|cx| {
-            let mut s = self.state.lock();
-            if s.destroyed {
-                Poll::Ready(())
-            } else {
-                push_waker(&mut s.waiters().closers, cx.waker());
-                Poll::Pending
-            }
-        })
-        .await;
+        // Our reference: the last one out (maybe this) destroys the socket.
+        self.release(None);
         Ok(())
     }
 
@@ -183,40 +179,62 @@ impl<B: SocketBackend> Fd<B> {
         self.backend.handle().free(&self.pd);
         self.backend.close(&self.socket, abort);
     }
+
+    /// Wakes the tasks queued on the lock of `dir` (or on both locks), and clears `QUEUED`
+    /// if no lock waiter is left.
+    fn wake_queued(&self, dir: Option<Direction>) {
+        let woken = {
+            let mut guard = self.waiters.lock();
+            let Some(w) = guard.as_mut() else {
+                return;
+            };
+            let woken = match dir {
+                Some(d) => core::mem::take(&mut w.queued[d as usize]),
+                None => {
+                    let [mut r, wr] = core::mem::take(&mut w.queued);
+                    r.extend(wr);
+                    r
+                }
+            };
+            if w.queued.iter().all(Vec::is_empty) {
+                // Relaxed: set and cleared only under the waiters lock, which orders both.
+                self.state.fetch_and(!QUEUED, Ordering::Relaxed);
+            }
+            woken
+        };
+        for w in woken {
+            w.wake();
+        }
+    }
 }
 
 impl<B: SocketBackend> Fd<B> {
     /// Drops a reference (and the lock of `dir`, if given); the last reference after a close
     /// destroys the socket and wakes the closers (Go: `rwunlock`/`decref` → `destroy`).
     fn release(&self, dir: Option<Direction>) {
-        let (queued, closers, destroy) = {
-            let mut s = self.state.lock();
-            let queued = match dir {
-                Some(d) => {
-                    s.locked &= !(1 << d as usize);
-                    s.take_queued(Some(d))
-                }
-                None => Vec::new(),
-            };
-            s.refs -= 1;
-            let destroy = s.closed && s.refs == 0 && !s.destroyed;
-            let mut closers = Vec::new();
-            if destroy {
-                s.destroyed = true;
-                if let Some(w) = &mut s.waiters {
-                    closers = core::mem::take(&mut w.closers);
-                }
+        let unlock = dir.map_or(0, lock_bit);
+        // AcqRel: Release hands the lock's critical section to the next taker (its Acquire
+        // CAS); Acquire makes the destroyer see every other holder's work.
+        let old = self.state.fetch_sub(REF | unlock, Ordering::AcqRel);
+        debug_assert!(old & REF_MASK != 0, "fd: reference count underflow");
+        debug_assert!(old & unlock == unlock, "fd: unlocking a lock not held");
+        if dir.is_some() && old & QUEUED != 0 {
+            self.wake_queued(dir);
+        }
+        // The reference that brings a closed fd to zero destroys it: only one can, since a
+        // closed fd takes no new references.
+        if old & CLOSED != 0 && (old & REF_MASK) == REF {
+            self.destroy(old & ABORT != 0);
+            // Release: publishes the release of the socket to `close`'s Acquire loads.
+            self.state.fetch_or(DESTROYED, Ordering::Release);
+            let closers = self
+                .waiters
+                .lock()
+                .as_mut()
+                .map(|w| core::mem::take(&mut w.closers));
+            for w in closers.into_iter().flatten() {
+                w.wake();
             }
-            (queued, closers, destroy.then_some(s.abort))
-        };
-        for w in queued {
-            w.wake();
-        }
-        if let Some(abort) = destroy {
-            self.destroy(abort);
-        }
-        for w in closers {
-            w.wake();
         }
     }
 }
@@ -257,26 +275,47 @@ impl<B: SocketBackend> Fd<B> {
         holds_ref: &mut bool,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ErrorKind>> {
-        let i = dir as usize;
-        let mut s = self.state.lock();
-        if s.closed {
-            drop(s);
-            self.drop_queued(holds_ref);
-            return Poll::Ready(Err(ErrorKind::Closed));
-        }
-        if s.locked & (1 << i) == 0 {
-            s.locked |= 1 << i;
-            if !core::mem::take(holds_ref) {
-                s.refs += 1;
+        let bit = lock_bit(dir);
+        let mut queue = None;
+        loop {
+            // Relaxed: the CAS below is the synchronising access.
+            let s = self.state.load(Ordering::Relaxed);
+            if s & CLOSED != 0 {
+                drop(queue);
+                self.drop_queued(holds_ref);
+                return Poll::Ready(Err(ErrorKind::Closed));
             }
-            return Poll::Ready(Ok(()));
-        }
-        if !*holds_ref {
-            s.refs += 1;
+            let new = if s & bit == 0 {
+                // Free: take it, with a reference unless we hold one from queueing.
+                (s | bit) + if *holds_ref { 0 } else { REF }
+            } else if queue.is_none() {
+                // Held: queue under the waiters lock (then look again), so that the holder's
+                // unlock, which takes that lock when it sees QUEUED, finds our waker.
+                queue = Some(self.waiters.lock());
+                continue;
+            } else {
+                (s | QUEUED) + if *holds_ref { 0 } else { REF }
+            };
+            // Acquire on success: pairs with the Release of the previous holder's `release`.
+            if self
+                .state
+                .compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if s & bit == 0 {
+                *holds_ref = false;
+                return Poll::Ready(Ok(()));
+            }
             *holds_ref = true;
+            let mut queue = queue.expect("queueing holds the waiters lock");
+            push_waker(
+                &mut queue.get_or_insert_default().queued[dir as usize],
+                cx.waker(),
+            );
+            return Poll::Pending;
         }
-        push_waker(&mut s.waiters().queued[i], cx.waker());
-        Poll::Pending
     }
 
     /// Gives back the reference of a queued [`Fd::poll_lock`] that is no longer polled.
@@ -302,14 +341,13 @@ impl<B: SocketBackend> Drop for Fd<B> {
     /// The last handle went away without `close`: close now. No operation can be in flight,
     /// since each borrows the fd.
     fn drop(&mut self) {
-        let s = self.state.get_mut();
-        if s.destroyed {
+        let s = *self.state.get_mut();
+        if s & DESTROYED != 0 {
             return;
         }
-        if !s.closed {
+        if s & CLOSED == 0 {
             self.backend.handle().evict(&self.pd);
         }
-        let abort = s.abort;
-        self.destroy(abort);
+        self.destroy(s & ABORT != 0);
     }
 }

@@ -77,8 +77,11 @@ impl PollCache {
     /// Delivers one readiness event. Stale keys are dropped. Go: the `fdseq` check in
     /// `netpoll` followed by `netpollready`.
     pub fn ready(&self, key: Key, readiness: Readiness) -> Woken {
-        let pd = self.slab.lock().slots.get(key.slot() as usize).cloned();
-        match pd {
+        // Under the slab lock, without cloning the `Arc`: `ready` only flips atomics and
+        // returns the wakers, which the caller wakes after the lock is gone. Saves two
+        // reference-count RMWs per event on the poller's hot path.
+        let slab = self.slab.lock();
+        match slab.slots.get(key.slot() as usize) {
             // The generation is re-checked inside `ready` and `set_event_err` (Go #59545).
             Some(pd) => pd.ready(key, readiness),
             None => Woken::default(),
