@@ -159,6 +159,9 @@ pub enum ErrorKind {
     OutOfResources,
     /// The backend cannot do this.
     Unsupported,
+    /// A non-blocking attempt (`try_read`, `try_write`) could not proceed now (Go: `EAGAIN`,
+    /// which Go's blocking API never shows). Never returned by the waiting operations.
+    WouldBlock,
     /// Any other OS error, by errno.
     Os(i32),
 }
@@ -182,6 +185,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid argument",
             ErrorKind::OutOfResources => "no buffer space available",
             ErrorKind::Unsupported => "operation not supported",
+            ErrorKind::WouldBlock => "resource temporarily unavailable",
             ErrorKind::Os(_) => "os error",
         }
     }

@@ -99,6 +99,12 @@ impl Error {
         self.kind == ErrorKind::TimedOut
     }
 
+    /// Whether a non-blocking attempt (`try_read`, `try_write`) found nothing to do now: wait
+    /// (`readable`, or the blocking call) and retry.
+    pub fn is_would_block(&self) -> bool {
+        self.kind == ErrorKind::WouldBlock
+    }
+
     /// Whether the socket was closed locally (Go: `errors.Is(err, net.ErrClosed)`).
     pub fn is_closed(&self) -> bool {
         self.kind == ErrorKind::Closed
@@ -135,6 +141,7 @@ impl From<Error> for std::io::Error {
             ErrorKind::InvalidInput => K::InvalidInput,
             ErrorKind::OutOfResources => K::OutOfMemory,
             ErrorKind::Unsupported => K::Unsupported,
+            ErrorKind::WouldBlock => K::WouldBlock,
             // `ErrorKind` is non-exhaustive: kinds added later map to `Other` until listed here.
             _ => K::Other,
         };

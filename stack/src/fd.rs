@@ -119,6 +119,28 @@ impl<B: SocketBackend> Fd<B> {
         })
     }
 
+    /// Takes the lock of `dir` plus a reference if it is free now: `WouldBlock` if another
+    /// task holds it, `Closed` once closed. For the non-blocking `try_*` operations.
+    pub(crate) fn try_lock(&self, dir: Direction) -> Result<FdGuard<'_, B>, ErrorKind> {
+        let bit = lock_bit(dir);
+        // Acquire: pairs with the Release of the previous holder's `release`.
+        self.state
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |s| {
+                (s & (CLOSED | bit) == 0).then_some((s | bit) + REF)
+            })
+            .map_err(|s| {
+                if s & CLOSED != 0 {
+                    ErrorKind::Closed
+                } else {
+                    ErrorKind::WouldBlock
+                }
+            })?;
+        Ok(FdGuard {
+            fd: self,
+            dir: Some(dir),
+        })
+    }
+
     /// Takes the lock of `dir` plus a reference (Go: `rwlock`), queueing behind the current
     /// holder. A queued task holds its reference while it waits, as in Go, so `close` waits
     /// for it too. Fails with `Closed` if the fd is or becomes closed while queued.

@@ -324,7 +324,63 @@ impl<B: SocketBackend> TcpStream<B> {
     pub fn readable(&self) -> Readable<'_, B> {
         Readable {
             fd: &self.fd,
-            step: ReadableStep::Lock { holds_ref: false },
+            step: ReadableStep::Start,
+        }
+    }
+
+    /// Reads what is there now, without waiting: `Ok(n)` as [`read`](Self::read) would
+    /// return, or an error with [`Error::is_would_block`] when a read would have to wait
+    /// (nothing buffered, or another task holds the read side). A closed connection or an
+    /// expired read deadline fails as in `read`. With [`readable`](Self::readable), a server
+    /// can wait without a buffer and read without a future. Go has no equivalent (its reads
+    /// always wait); tokio: `TcpStream::try_read`.
+    pub fn try_read(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let err = |k| Error::new(Op::Read, k);
+        let fd = &*self.fd;
+        let _lock = fd.try_lock(Direction::Read).map_err(err)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if must_wait_for_edge(fd)? {
+            return Err(err(ErrorKind::WouldBlock));
+        }
+        // Relaxed (both stores): see `Fd::read_drained`.
+        match fd.backend.try_read_drained(&fd.socket, buf) {
+            Ok((n, drained)) => {
+                // As in `read`: EOF (0) is never "drained".
+                fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(TryError::WouldBlock) => {
+                // Proven empty: the next data raises an edge, so `readable` waits for it
+                // instead of returning at once (which would spin with this call).
+                fd.read_drained.store(true, Ordering::Relaxed);
+                Err(err(ErrorKind::WouldBlock))
+            }
+            Err(TryError::Failed(k)) => Err(err(k)),
+        }
+    }
+
+    /// Writes what the socket accepts now, without waiting: `Ok(n)` with `n` possibly less
+    /// than `buf.len()`, or an error with [`Error::is_would_block`] when nothing can be
+    /// written now (the send buffer is full, or another task holds the write side). A closed
+    /// connection or an expired write deadline fails as in `write`; an empty `buf` still
+    /// reports those. Go has no equivalent; tokio: `TcpStream::try_write`.
+    pub fn try_write(&self, buf: &[u8]) -> Result<usize, Error> {
+        let err = |k| Error::new(Op::Write, k);
+        let fd = &*self.fd;
+        let _lock = fd.try_lock(Direction::Write).map_err(err)?;
+        fd.pd
+            .prepare(Direction::Write)
+            .map_err(wait_error(Op::Write))?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match fd.backend.try_write(&fd.socket, buf) {
+            Ok(0) => Err(err(ErrorKind::BrokenPipe)),
+            Ok(n) => Ok(n),
+            Err(TryError::WouldBlock) => Err(err(ErrorKind::WouldBlock)),
+            Err(TryError::Failed(k)) => Err(err(k)),
         }
     }
 
@@ -480,6 +536,9 @@ pub struct Readable<'a, B: SocketBackend> {
 
 #[derive(Debug, Clone, Copy)]
 enum ReadableStep {
+    /// First poll: counts against the cooperative budget (a loop of `readable` and `try_read`
+    /// never waits while data keeps coming), and yields once when it is spent.
+    Start,
     /// Taking the read lock; `holds_ref` once queued with a reference (see `Fd::poll_lock`).
     Lock {
         holds_ref: bool,
@@ -506,6 +565,13 @@ impl<B: SocketBackend> Future for Readable<'_, B> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let fd = this.fd;
+        if let ReadableStep::Start = this.step {
+            this.step = ReadableStep::Lock { holds_ref: false };
+            if budget_spent(fd, Direction::Read) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
         if let ReadableStep::Lock { mut holds_ref } = this.step {
             let locked = fd.poll_lock(Direction::Read, &mut holds_ref, cx);
             this.step = ReadableStep::Lock { holds_ref };
@@ -547,7 +613,9 @@ impl<B: SocketBackend> Future for Readable<'_, B> {
                 fd.unlock(Direction::Read);
                 Poll::Ready(waited.map_err(wait_error(Op::Read)))
             }
-            ReadableStep::Lock { .. } => unreachable!("readable: lock step handled above"),
+            ReadableStep::Start | ReadableStep::Lock { .. } => {
+                unreachable!("readable: first steps handled above")
+            }
             ReadableStep::Done => panic!("`Readable` polled after completion"),
         }
     }
@@ -566,7 +634,7 @@ impl<B: SocketBackend> Drop for Readable<'_, B> {
                 }
                 self.fd.unlock(Direction::Read);
             }
-            ReadableStep::Done => {}
+            ReadableStep::Start | ReadableStep::Done => {}
         }
     }
 }

@@ -527,6 +527,8 @@ macro_rules! conformance_suite {
             readable::r64_close_unblocks_readable,
             readable::r65_readable_obeys_the_read_deadline,
             readable::r66_readable_queues_behind_a_read,
+            readable::r67_try_read_and_try_write_never_wait,
+            readable::r68_try_ops_report_full_buffers_errors_and_contention,
         );
     };
     (@cases $harness:ty; $($module:ident :: $case:ident),* $(,)?) => {
@@ -576,6 +578,6 @@ mod tests {
         defined.sort();
         listed.sort();
         assert_eq!(defined, listed);
-        assert_eq!(listed.len(), 54);
+        assert_eq!(listed.len(), 56);
     }
 }

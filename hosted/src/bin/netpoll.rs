@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::task::Poll;
@@ -236,8 +236,10 @@ fn report<B: SocketBackend>(conn: &TcpStream<B>, e: netpoll_stack::Error) {
 }
 
 /// Echoes one connection until it ends. An idle connection's task holds only the
-/// `readable` wait: the read buffer and the read and write futures exist only while a message
-/// is in flight (`echo_once`, boxed, so its size does not count in every idle task).
+/// `readable` wait; a message is read into a lent buffer with `try_read` and sent back with
+/// `try_write` (`echo_now`), so the common case needs no future at all. Only a reply the
+/// socket cannot take at once waits, in a boxed future, so that its size does not count in
+/// every idle task.
 ///
 /// A plain `fn` returning an `async move` block, not an `async fn`: an `async fn` keeps a
 /// second copy of its arguments in the future (rust-lang/rust#62958).
@@ -245,36 +247,57 @@ fn report<B: SocketBackend>(conn: &TcpStream<B>, e: netpoll_stack::Error) {
 fn echo_conn<B: SocketBackend>(conn: TcpStream<B>) -> impl Future<Output = ()> + Send {
     async move {
         loop {
-            let echoed = match conn.readable().await {
-                Ok(()) => Box::pin(echo_once(&conn, conn_options().buf_size)).await,
-                Err(e) => Err(e),
-            };
-            match echoed {
-                Ok(true) => {}
-                Ok(false) => break,
+            let rest = match conn.readable().await.and_then(|()| echo_now(&conn)) {
+                Ok(Echo::Done) => continue,
+                Ok(Echo::End) => break,
+                Ok(Echo::Rest(rest)) => rest,
                 Err(e) => {
                     report(&conn, e);
                     break;
                 }
+            };
+            if let Err(e) = rest.await {
+                report(&conn, e);
+                break;
             }
         }
-        // Boxed for the same reason as `echo_once`: it runs once, at the end.
+        // Boxed: it runs once, at the end.
         let _ = Box::pin(conn.close()).await;
     }
 }
 
-/// Reads what is there into a lent buffer and writes it back; `Ok(false)` at end of stream.
-async fn echo_once<B: SocketBackend>(
-    conn: &TcpStream<B>,
-    buf_size: usize,
-) -> Result<bool, netpoll_stack::Error> {
-    let mut buf = LentBuf::take(buf_size);
-    let n = conn.read(&mut buf.0).await?;
-    if n == 0 {
-        return Ok(false);
+/// What `echo_now` did.
+enum Echo<'a> {
+    /// Echoed everything read (or nothing was there after all: the wake-up was a hint).
+    Done,
+    /// The peer closed its side.
+    End,
+    /// The socket took only part of the reply: the rest must wait for room.
+    Rest(Pin<Box<dyn Future<Output = Result<(), netpoll_stack::Error>> + Send + 'a>>),
+}
+
+/// Reads what is there into a lent buffer and writes it back, without waiting. A plain
+/// function: the buffer lives only in this call (or in the boxed rest).
+fn echo_now<B: SocketBackend>(conn: &TcpStream<B>) -> Result<Echo<'_>, netpoll_stack::Error> {
+    let mut buf = LentBuf::take(conn_options().buf_size);
+    let n = match conn.try_read(&mut buf.0) {
+        Ok(0) => return Ok(Echo::End),
+        Ok(n) => n,
+        // A hint, or another task reads this connection too.
+        Err(e) if e.is_would_block() => return Ok(Echo::Done),
+        Err(e) => return Err(e),
+    };
+    let sent = match conn.try_write(&buf.0[..n]) {
+        Ok(sent) => sent,
+        Err(e) if e.is_would_block() => 0,
+        Err(e) => return Err(e),
+    };
+    if sent == n {
+        return Ok(Echo::Done);
     }
-    conn.write_all(&buf.0[..n]).await?;
-    Ok(true)
+    Ok(Echo::Rest(Box::pin(async move {
+        conn.write_all(&buf.0[sent..n]).await
+    })))
 }
 
 async fn serve<B: SocketBackend>(listener: TcpListener<B>) {

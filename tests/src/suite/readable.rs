@@ -1,6 +1,7 @@
-//! R. `TcpStream::readable`: waiting for data without holding a read buffer (netpoll's own
-//! API, not a §6 item; tokio has the same call). It must keep the read contract: no lost
-//! wake-up, no spurious EOF, the same close and deadline errors as `read`.
+//! R. `TcpStream::readable`, `try_read` and `try_write`: waiting for data without holding a
+//! read buffer, and I/O without a future (netpoll's own API, not §6 items; tokio has the same
+//! calls). They must keep the read and write contracts: no lost wake-up, no spurious EOF, the
+//! same close and deadline errors as `read` and `write`.
 
 use core::time::Duration;
 
@@ -186,4 +187,116 @@ pub async fn r66_readable_queues_behind_a_read<B: SocketBackend>(env: Env<B>) {
         env.prompt("readable", server.readable()).await.unwrap();
         got.extend(read_now(&env, &server).await);
     }
+}
+
+/// `try_read` and `try_write` never wait: with nothing buffered `try_read` says "would
+/// block" (op `read`); data the peer sent is there after `readable`; a drained socket says
+/// "would block" again; after the peer's FIN it reads `Ok(0)`.
+pub async fn r67_try_read_and_try_write_never_wait<B: SocketBackend>(env: Env<B>) {
+    let (client, server) = env.pair().await;
+    let mut buf = [0u8; 64];
+    let e = server.try_read(&mut buf).expect_err("nothing to read yet");
+    assert!(e.is_would_block(), "expected would-block, got {e}");
+    assert_eq!(e.op(), Op::Read);
+    assert!(!e.is_closed() && !e.is_timeout(), "{e}");
+
+    let n = client
+        .try_write(b"abc")
+        .expect("an empty send buffer takes 3 bytes");
+    assert_eq!(n, 3);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        env.prompt("readable after try_write", server.readable())
+            .await
+            .expect("readable");
+        match server.try_read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.is_would_block() => {} // A hint: wait again.
+            Err(e) => panic!("try_read: {e}"),
+        }
+    }
+    assert_eq!(got, b"abc");
+    let e = server.try_read(&mut buf).expect_err("drained");
+    assert!(
+        e.is_would_block(),
+        "expected would-block after draining, got {e}"
+    );
+
+    client.close().await.unwrap();
+    let end = env
+        .prompt("readable and try_read until EOF", async {
+            loop {
+                server.readable().await?;
+                match server.try_read(&mut buf) {
+                    Err(e) if e.is_would_block() => continue,
+                    r => return r,
+                }
+            }
+        })
+        .await;
+    assert_eq!(end.expect("EOF"), 0);
+}
+
+/// `try_write` fills the send buffer and then says "would block" rather than wait; once the
+/// peer reads, it makes progress again. Both calls report closed connections and expired
+/// deadlines as the waiting calls do, and `try_read` says "would block" while another task
+/// holds the read side.
+pub async fn r68_try_ops_report_full_buffers_errors_and_contention<B: SocketBackend>(env: Env<B>) {
+    let (client, server) = env.pair().await;
+    let chunk = [7u8; 16 * 1024];
+    let mut written = 0;
+    let full = loop {
+        match server.try_write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) => break e,
+        }
+        assert!(
+            written <= env.overflow_len(),
+            "try_write took {written} bytes while the peer reads nothing"
+        );
+    };
+    assert!(
+        full.is_would_block(),
+        "expected would-block on a full buffer, got {full}"
+    );
+    assert_eq!(full.op(), Op::Write);
+    assert!(written > 0, "an empty send buffer took nothing");
+    crate::io::discard(&client, written).await;
+    env.within("try_write after the peer read", PROMPT, async {
+        loop {
+            match server.try_write(b"more") {
+                Ok(n) => return n,
+                Err(e) if e.is_would_block() => env.sleep(MS).await,
+                Err(e) => panic!("try_write: {e}"),
+            }
+        }
+    })
+    .await;
+
+    // A blocked read holds the read side.
+    let s = server.clone();
+    let read = env.spawn(async move {
+        let mut buf = [0u8; 8];
+        s.read(&mut buf).await
+    });
+    env.assert_blocked("read on an idle connection", &read, 50 * MS)
+        .await;
+    let mut buf = [0u8; 8];
+    let e = server.try_read(&mut buf).expect_err("read side busy");
+    assert!(e.is_would_block(), "expected would-block, got {e}");
+
+    server.set_read_deadline(Some(env.past())).unwrap();
+    server.set_write_deadline(Some(env.past())).unwrap();
+    assert_timeout(&server.try_write(b"x").expect_err("expired"), Op::Write);
+    assert_timeout(&server.try_write(b"").expect_err("expired"), Op::Write);
+    let e = env
+        .within("the blocked read times out", PROMPT, read)
+        .await
+        .expect_err("timeout");
+    assert_timeout(&e, Op::Read);
+    assert_timeout(&server.try_read(&mut buf).expect_err("expired"), Op::Read);
+
+    server.close().await.unwrap();
+    assert_closed(&server.try_read(&mut buf).expect_err("closed"), Op::Read);
+    assert_closed(&server.try_write(b"x").expect_err("closed"), Op::Write);
 }
