@@ -409,3 +409,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection's task holds is this future (plus the task's own words): the
+    /// budget behind the s4 figure in BENCHMARKS.md (under 300 bytes per idle connection).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        let mut rt = Runtime::builder().workers(1).build().expect("runtime");
+        let backend = rt.backend().clone();
+        rt.block_on(async move {
+            let listener = TcpListener::bind(&backend, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let conn = TcpStream::connect(&backend, addr).await.unwrap();
+            let size = std::mem::size_of_val(&echo_conn(conn));
+            assert!(size <= 32, "the echo task's future is {size} bytes");
+            listener.close().await.unwrap();
+        });
+    }
+}
