@@ -492,8 +492,12 @@ impl PollDesc {
     pub fn prepare(&self, dir: Direction) -> Result<(), PollError> {
         self.check_err(dir)?;
         let sem = self.sem(dir.index());
-        // Only READY is dropped: a registration of a dropped future was already undone.
-        let _ = sem.cas(READY, NIL);
+        // Only READY is dropped: a registration of a dropped future was already undone. Load
+        // first: the word is usually NIL, and a failing compare-and-swap still costs a locked
+        // instruction on every operation.
+        if sem.load() == READY {
+            let _ = sem.cas(READY, NIL);
+        }
         Ok(())
     }
 
