@@ -91,13 +91,13 @@ impl<D: Device> SmolBackend<D> {
         let (r, kick) = {
             let mut inner = self.host.lock();
             let r = op(&mut inner);
-            let kick = core::mem::take(&mut inner.kick);
-            if kick {
-                inner.egress();
-            }
-            (r, kick)
+            (r, core::mem::take(&mut inner.kick))
         };
         if kick {
+            // Rule 5: queued egress must not wait for an event that may never come. Wake the
+            // poller rather than transmit here: its next pass (a blocked poller now, else
+            // within the scheduler's bounded poll interval) runs one egress for every socket
+            // written meanwhile, where transmitting per write walked all sockets per write.
             // Go: netpollBreak. Outside the host lock: the poller takes it next.
             self.handle.notify();
         }

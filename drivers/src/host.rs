@@ -756,11 +756,6 @@ impl<D: Device> Inner<D> {
 
     /// Transmits what the sockets have queued: at most `egress_budget` rounds of
     /// `poll_egress`. Returns whether the budget ran out.
-    pub(crate) fn egress(&mut self) -> bool {
-        let ts = self.now();
-        self.egress_at(ts)
-    }
-
     fn egress_at(&mut self, ts: smoltcp::time::Instant) -> bool {
         let mut rounds = 0;
         while self
