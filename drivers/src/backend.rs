@@ -355,7 +355,14 @@ impl<D: Device> Inner<D> {
     ) -> Result<(usize, bool), TryError> {
         let n = self.try_read(sock, buf)?;
         let (st, s) = stream_parts(self, sock)?;
-        let drained = n > 0 && !st.shut_read && !st.fin && s.recv_queue() == 0;
+        // Only in states where more data can still arrive and so raise an edge: smoltcp keeps
+        // data readable after a reset (CLOSED with a non-empty buffer), and after that no edge
+        // ever comes.
+        let open = matches!(
+            s.state(),
+            State::Established | State::FinWait1 | State::FinWait2
+        );
+        let drained = n > 0 && open && !st.shut_read && !st.fin && s.recv_queue() == 0;
         if drained {
             st.armed_read = true;
         }

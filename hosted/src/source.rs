@@ -127,7 +127,11 @@ fn readiness(flags: u32) -> Readiness {
     if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
         r |= Readiness::READABLE;
     }
-    if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+    // Not for a bare EPOLLHUP: a socket registered before connect(2) reports EPOLLOUT|EPOLLHUP
+    // (it is TCP_CLOSE), and latching READ_CLOSED for that would make `readable` return at once
+    // for the life of the connection. A real end of the read side carries EPOLLRDHUP (we
+    // register for it) or EPOLLERR.
+    if flags & (libc::EPOLLRDHUP | libc::EPOLLERR) != 0 {
         r |= Readiness::READ_CLOSED;
     }
     if flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
@@ -211,7 +215,11 @@ mod tests {
         assert!(f(libc::EPOLLIN | libc::EPOLLRDHUP).is_read_closed());
         assert!(!f(libc::EPOLLIN | libc::EPOLLOUT).is_read_closed());
         assert_eq!(f(libc::EPOLLOUT), Readiness::WRITABLE);
-        assert_eq!(f(libc::EPOLLHUP), Readiness::BOTH | Readiness::READ_CLOSED);
+        // An unconnected socket reports OUT|HUP: both directions wake (Go's mode 'r'+'w'),
+        // but the read side is not latched closed.
+        assert_eq!(f(libc::EPOLLHUP), Readiness::BOTH);
+        assert!(!f(libc::EPOLLOUT | libc::EPOLLHUP).is_read_closed());
+        assert!(f(libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP).is_read_closed());
         assert_eq!(
             f(libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR),
             Readiness::BOTH | Readiness::READ_CLOSED

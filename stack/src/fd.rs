@@ -58,8 +58,11 @@ pub(crate) struct Fd<B: SocketBackend> {
     pub(crate) backend: B,
     pub(crate) pd: Arc<PollDesc>,
     pub(crate) socket: B::Socket,
-    /// The last read drained the receive queue ([`SocketBackend::try_read_drained`]).
-    /// Touched only by the read-lock holder; Relaxed suffices because the lock orders its users.
+    /// The last read drained the receive queue ([`SocketBackend::try_read_drained`]): the next
+    /// read waits for an edge first. Written by the read-lock holder, whose lock orders its
+    /// users (hence Relaxed), and by `shutdown_read` under a plain reference: a racing read may
+    /// then store `true` after it, which is harmless only because every backend raises a read
+    /// edge on `shutdown(Read)` (the kernel's RDHUP, the drivers' raised READABLE).
     pub(crate) read_drained: AtomicBool,
     /// Operations per direction that completed without waiting since the last wait or yield:
     /// the cooperative budget ([`crate::tcp::COOP_BUDGET`]). Relaxed: a scheduling hint.

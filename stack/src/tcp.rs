@@ -309,7 +309,12 @@ impl<B: SocketBackend> TcpStream<B> {
                             .await
                             .map_err(wait_error(Op::Read))?;
                     }
-                    Err(TryError::Failed(k)) => return Err(err(k)),
+                    Err(TryError::Failed(k)) => {
+                        // The error may have been the last edge (a reset): the next read must
+                        // try (and report it again), not wait (Relaxed: see `Fd::read_drained`).
+                        fd.read_drained.store(false, Ordering::Relaxed);
+                        return Err(err(k));
+                    }
                 }
             }
         }
@@ -341,10 +346,12 @@ impl<B: SocketBackend> TcpStream<B> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if must_wait_for_edge(fd)? {
+        // Drained: only an edge that came meanwhile (latched by the pollDesc, not consumed by
+        // a `readable`) says there is something to read; take it, or it would not block.
+        if must_wait_for_edge(fd)? && !fd.pd.take_ready(Direction::Read) {
             return Err(err(ErrorKind::WouldBlock));
         }
-        // Relaxed (both stores): see `Fd::read_drained`.
+        // Relaxed (all stores): see `Fd::read_drained`.
         match fd.backend.try_read_drained(&fd.socket, buf) {
             Ok((n, drained)) => {
                 // As in `read`: EOF (0) is never "drained".
@@ -357,7 +364,11 @@ impl<B: SocketBackend> TcpStream<B> {
                 fd.read_drained.store(true, Ordering::Relaxed);
                 Err(err(ErrorKind::WouldBlock))
             }
-            Err(TryError::Failed(k)) => Err(err(k)),
+            Err(TryError::Failed(k)) => {
+                // As in `read`: the next read must try, not wait for an edge.
+                fd.read_drained.store(false, Ordering::Relaxed);
+                Err(err(k))
+            }
         }
     }
 

@@ -529,6 +529,10 @@ macro_rules! conformance_suite {
             readable::r66_readable_queues_behind_a_read,
             readable::r67_try_read_and_try_write_never_wait,
             readable::r68_try_ops_report_full_buffers_errors_and_contention,
+            readable::r69_read_after_a_reset_returns_at_once,
+            readable::r70_buffered_data_then_reset_never_hangs,
+            readable::r71_try_read_alone_gets_buffered_data,
+            readable::r72_lock_contention_with_close_ends_every_reader,
         );
     };
     (@cases $harness:ty; $($module:ident :: $case:ident),* $(,)?) => {
@@ -578,6 +582,6 @@ mod tests {
         defined.sort();
         listed.sort();
         assert_eq!(defined, listed);
-        assert_eq!(listed.len(), 56);
+        assert_eq!(listed.len(), 60);
     }
 }

@@ -79,7 +79,8 @@ impl PollCache {
     pub fn ready(&self, key: Key, readiness: Readiness) -> Woken {
         // Under the slab lock, without cloning the `Arc`: `ready` only flips atomics and
         // returns the wakers, which the caller wakes after the lock is gone. Saves two
-        // reference-count RMWs per event on the poller's hot path.
+        // reference-count RMWs per event on the poller's hot path. Nothing here may drop a
+        // waker: dropping a task can drop its socket, whose `free` takes this lock.
         let slab = self.slab.lock();
         match slab.slots.get(key.slot() as usize) {
             // The generation is re-checked inside `ready` and `set_event_err` (Go #59545).

@@ -501,6 +501,15 @@ impl PollDesc {
         Ok(())
     }
 
+    /// Consumes a latched readiness in `dir` without waiting: whether an edge came since the
+    /// last wait or `prepare`. For non-blocking operations that skip the syscall after a
+    /// drained read; call only where a wait could be made (the direction's lock held).
+    pub fn take_ready(&self, dir: Direction) -> bool {
+        let sem = self.sem(dir.index());
+        // Load first, as `prepare`: usually nothing is latched.
+        sem.load() == READY && sem.cas(READY, NIL).is_ok()
+    }
+
     /// Polls for readiness in `dir`, parking `cx`'s waker if there is none yet.
     /// Go: `poll_runtime_pollWait` + `netpollblock` + `netpollblockcommit`.
     ///

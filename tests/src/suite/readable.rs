@@ -5,9 +5,9 @@
 
 use core::time::Duration;
 
-use netpoll_stack::{Error, Op, SocketBackend, TcpStream};
+use netpoll_stack::{Error, ErrorKind, Op, SocketBackend, TcpStream};
 
-use crate::{assert_closed, assert_timeout, Env, PROMPT};
+use crate::{assert_closed, assert_timeout, peer, Env, PROMPT};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -299,4 +299,137 @@ pub async fn r68_try_ops_report_full_buffers_errors_and_contention<B: SocketBack
     server.close().await.unwrap();
     assert_closed(&server.try_read(&mut buf).expect_err("closed"), Op::Read);
     assert_closed(&server.try_write(b"x").expect_err("closed"), Op::Write);
+}
+
+/// A `read` that waits for the edge (the socket is "drained": fresh, or after a drained read)
+/// and then gets an error must not leave the fd "drained": no further edge comes after a
+/// reset, so the next `read` or `readable` would wait forever. (Go: a read after
+/// ECONNRESET returns at once.)
+pub async fn r69_read_after_a_reset_returns_at_once<B: SocketBackend>(env: Env<B>) {
+    let (client, server) = env.pair().await;
+    let s = server.clone();
+    let first = env.spawn(async move {
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).await
+    });
+    env.assert_blocked("read with no data", &first, 100 * MS)
+        .await;
+    peer::reset(&client).await;
+    let e = env
+        .within("blocked read after RST", PROMPT, first)
+        .await
+        .expect_err("reset");
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+
+    // EOF (kernel) or the reset again (smoltcp): either way at once.
+    let mut buf = [0u8; 64];
+    let _ = env
+        .within("second read after RST", PROMPT, server.read(&mut buf))
+        .await;
+    let _ = env
+        .within("readable after RST", PROMPT, server.readable())
+        .await;
+}
+
+/// Data still buffered when the peer's RST arrives: the read that takes the last of it must
+/// not count as "drained" (no edge follows a reset), or the next `read` waits forever instead
+/// of reporting the reset (Go: ECONNRESET at once).
+pub async fn r70_buffered_data_then_reset_never_hangs<B: SocketBackend>(env: Env<B>) {
+    let (client, server) = env.pair().await;
+    client.write_all(b"hello").await.unwrap();
+    env.prompt("readable", server.readable()).await.unwrap();
+    peer::reset(&client).await;
+    env.sleep(50 * MS).await;
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        match env
+            .within("read after RST", PROMPT, server.read(&mut buf))
+            .await
+        {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+        }
+    }
+    assert!(b"hello".starts_with(&got), "{got:?}");
+}
+
+/// `try_read` alone (no `readable`, no `read`) returns data that is there. A fresh stream
+/// starts "drained" (`edge_on_register`), so `try_read` must take the latched edge itself
+/// rather than say would-block with data buffered.
+pub async fn r71_try_read_alone_gets_buffered_data<B: SocketBackend>(env: Env<B>) {
+    let (client, server) = env.pair().await;
+    client.write_all(b"abc").await.unwrap();
+    env.sleep(50 * MS).await;
+    let mut buf = [0u8; 16];
+    let mut would_block = 0;
+    for _ in 0..40 {
+        match server.try_read(&mut buf) {
+            Ok(n) => {
+                assert_eq!(&buf[..n], &b"abc"[..n]);
+                return;
+            }
+            Err(e) if e.is_would_block() => would_block += 1,
+            Err(e) => panic!("try_read: {e}"),
+        }
+        env.sleep(5 * MS).await;
+    }
+    panic!("try_read said would-block {would_block} times with 3 bytes buffered");
+}
+
+/// Stress: readers (`read`, `readable`+`try_read`, and reads dropped by a timeout while
+/// queued on the lock) contend on one stream's read lock while the peer writes and the
+/// stream is closed. Every task must end promptly (no lost lock wake-up, no lost DESTROYED
+/// wake-up for `close`), with data or a closed error.
+pub async fn r72_lock_contention_with_close_ends_every_reader<B: SocketBackend>(env: Env<B>) {
+    for round in 0..20 {
+        let (client, server) = env.pair().await;
+        let mut tasks = Vec::new();
+        for i in 0..6usize {
+            let s = server.clone();
+            let e = env.clone();
+            tasks.push(env.spawn(async move {
+                let mut buf = [0u8; 3];
+                for _ in 0..10_000 {
+                    let r = match i % 3 {
+                        0 => s.read(&mut buf).await.map(|_| ()),
+                        1 => match s.readable().await {
+                            Ok(()) => match s.try_read(&mut buf) {
+                                Err(e) if e.is_would_block() => Ok(()),
+                                r => r.map(|_| ()),
+                            },
+                            Err(e) => Err(e),
+                        },
+                        _ => match e.timeout(MS, s.read(&mut buf)).await {
+                            None => Ok(()),
+                            Some(r) => r.map(|_| ()),
+                        },
+                    };
+                    if let Err(err) = r {
+                        assert!(err.is_closed(), "reader {i}: {err}");
+                        return;
+                    }
+                }
+            }));
+        }
+        for _ in 0..20 {
+            client.write_all(b"abcdefg").await.unwrap();
+            if round % 2 == 0 {
+                netpoll_core::yield_now().await;
+            }
+        }
+        env.sleep(Duration::from_micros(200 * (round as u64 % 5)))
+            .await;
+        env.within("close with contended readers", PROMPT, server.close())
+            .await
+            .expect("close");
+        for t in tasks {
+            env.within("reader ends after close", PROMPT, t).await;
+        }
+        client.close().await.unwrap();
+    }
 }
