@@ -51,6 +51,15 @@ impl<T> Mutex<T> {
         #[cfg(not(loom))]
         return self.inner.lock();
     }
+
+    /// The guard if the lock is free now, else `None`.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        // Under loom a poisoned lock (a panicking model) also reads as taken.
+        #[cfg(loom)]
+        return self.inner.try_lock().ok();
+        #[cfg(not(loom))]
+        return self.inner.try_lock();
+    }
 }
 
 /// An `UnsafeCell` with loom's closure-based access API.

@@ -1079,3 +1079,49 @@ fn dead_timers_are_compacted_away() {
         h.free(&pd);
     });
 }
+
+/// A task that awaits its own `JoinHandle` never completes (as a goroutine waiting on itself),
+/// but its worker is not stuck: other tasks run and `block_on` returns. (The join once took
+/// the lock the running poll holds, and spun forever.)
+#[test]
+fn a_task_awaiting_its_own_join_handle_does_not_stall_its_worker() {
+    let (mut sched, _source, handle) = setup();
+    let slot: Arc<Mutex<Option<netpoll_core::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
+    let own = slot.clone();
+    let polled = Arc::new(AtomicBool::new(false));
+    let polled_in_task = polled.clone();
+    let selfish = handle.spawn(async move {
+        polled_in_task.store(true, Ordering::SeqCst);
+        let me = own
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the handle is stored before the first poll");
+        me.await;
+    });
+    *slot.lock().unwrap() = Some(selfish);
+    let other = handle.spawn(async { 7 });
+    assert_eq!(sched.block_on(other), 7);
+    assert!(polled.load(Ordering::SeqCst), "the self-joining task ran");
+}
+
+/// A join polled while the task has not finished registers and is woken at completion, and
+/// one polled after completion returns the output at once.
+#[test]
+fn join_before_and_after_completion() {
+    let (mut sched, _source, handle) = setup();
+    let h2 = handle.clone();
+    let out = sched.block_on(async move {
+        let early = h2.spawn(async {
+            yield_now().await;
+            yield_now().await;
+            1
+        });
+        let late = h2.spawn(async { 2 });
+        // `late` finishes while we wait for `early`.
+        let a = early.await;
+        assert!(late.is_finished());
+        a + late.await
+    });
+    assert_eq!(out, 3);
+}

@@ -208,7 +208,20 @@ where
     F::Output: Send + 'static,
 {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mut core = self.core.lock();
+        // The runner holds this lock for the whole poll. Never wait for it: a join from
+        // another worker would spin for the length of that poll, and a task awaiting its own
+        // handle would spin forever on its own lock.
+        let Some(mut core) = self.core.try_lock() else {
+            let joiner_is_self = core::ptr::eq(cx.waker().data(), (self as *const Self).cast());
+            if !joiner_is_self {
+                // Being polled right now: look again after yielding (the result cannot be
+                // ready before the poll ends).
+                cx.waker().wake_by_ref();
+            }
+            // A task awaiting itself never completes (as a goroutine waiting on itself); it
+            // is not woken again, so it costs nothing.
+            return Poll::Pending;
+        };
         match core.stage {
             // Only a finished stage is moved out: a running future stays pinned in place.
             Stage::Finished(_) => match core::mem::replace(&mut core.stage, Stage::Taken) {
