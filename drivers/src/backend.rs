@@ -353,31 +353,15 @@ impl<D: Device> Inner<D> {
         sock: SmolSocket,
         buf: &mut [u8],
     ) -> Result<(usize, bool), TryError> {
-        let n = self.try_read(sock, buf)?;
-        let (st, s) = stream_parts(self, sock)?;
-        // Only in states where more data can still arrive and so raise an edge: smoltcp keeps
-        // data readable after a reset (CLOSED with a non-empty buffer), and after that no edge
-        // ever comes.
-        let open = matches!(
-            s.state(),
-            State::Established | State::FinWait1 | State::FinWait2
-        );
-        let drained = n > 0 && open && !st.shut_read && !st.fin && s.recv_queue() == 0;
-        if drained {
-            st.armed_read = true;
-        }
-        Ok((n, drained))
-    }
-
-    fn try_read(&mut self, sock: SmolSocket, buf: &mut [u8]) -> Result<usize, TryError> {
         let (st, s) = stream_parts(self, sock)?;
         st.observe(s);
         if st.shut_read {
-            return Ok(0);
+            return Ok((0, false));
         }
         let queued = s.recv_queue();
-        match s.recv_slice(buf) {
-            Ok(0) if buf.is_empty() => Ok(0),
+        let mut kick = false;
+        let read = match s.recv_slice(buf) {
+            Ok(0) if buf.is_empty() => Ok((0, false)),
             Ok(0) => {
                 // ESTABLISHED or FIN-WAIT with an empty buffer.
                 st.armed_read = true;
@@ -386,24 +370,39 @@ impl<D: Device> Inner<D> {
             Ok(n) => {
                 // The window opened. When it had shrunk below half, the peer may be waiting
                 // for the update (rule 5); smaller openings ride on the next ACK or poll.
-                if queued >= s.recv_capacity() / 2 {
-                    self.kick = true;
+                kick = queued >= s.recv_capacity() / 2;
+                // Drained only in states where more data can still arrive and so raise an
+                // edge: smoltcp keeps data readable after a reset (CLOSED with a non-empty
+                // buffer), and after that no edge ever comes.
+                let open = matches!(
+                    s.state(),
+                    State::Established | State::FinWait1 | State::FinWait2
+                );
+                let drained = open && !st.fin && s.recv_queue() == 0;
+                if drained {
+                    st.armed_read = true;
                 }
-                Ok(n)
+                Ok((n, drained))
             }
             Err(RecvError::Finished) => {
                 st.fin = true;
-                Ok(0)
+                Ok((0, false))
             }
             Err(RecvError::InvalidState) => match s.state() {
                 State::SynSent | State::SynReceived => {
                     st.armed_read = true;
                     Err(TryError::WouldBlock)
                 }
-                _ if st.fin => Ok(0),
+                _ if st.fin => Ok((0, false)),
                 _ => Err(conn_error(st).into()),
             },
-        }
+        };
+        self.kick |= kick;
+        read
+    }
+
+    fn try_read(&mut self, sock: SmolSocket, buf: &mut [u8]) -> Result<usize, TryError> {
+        self.try_read_drained(sock, buf).map(|(n, _)| n)
     }
 
     fn try_write(&mut self, sock: SmolSocket, buf: &[u8]) -> Result<usize, TryError> {

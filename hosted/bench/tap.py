@@ -66,12 +66,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as suite  # noqa: E402  (hosted/bench/run.py: machine(), profile(), fmt())
+import run as suite  # noqa: E402  (hosted/bench/run.py: machine(), profile(), Server, cells)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,33 +201,9 @@ class Netns:
 # Servers
 
 
-class Server:
-    """A server process this script started, in a namespace; the only kind it signals."""
-
-    def __init__(self, name: str, cmd: list[str]):
-        self.name, self.cmd = name, cmd
-        self.errfile = tempfile.TemporaryFile(mode="w+")
-        # `ip netns exec` execs the command: this pid is the server's own.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.errfile)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if re.search(r"listening on (\S+)", self.log_text()):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        err = self.log_text()
-        self.stop()
-        raise RuntimeError(f"{name} did not start ({shlex.join(cmd)}): {err.strip()[-500:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_text(self) -> str:
-        self.errfile.seek(0)
-        return self.errfile.read()
+class Server(suite.Server):
+    """A server process this script started, in a namespace; the only kind it signals.
+    `ip netns exec` execs the command, so the pid is the server's own."""
 
     def cpu_s(self) -> float | None:
         """utime + stime of the server, in seconds."""
@@ -238,16 +213,6 @@ class Server:
             return None
         f = stat[stat.rfind(")") + 2:].split()
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.errfile.close()
 
 
 PIN_TEXT = {
@@ -375,22 +340,8 @@ def count_syscalls(pid: int, outfile: Path, run) -> tuple[dict, dict]:
 # Report
 
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x, digits=1) -> str:
-    return suite.fmt(x, digits)
-
-
-def cell(xs, digits=1) -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "—"
-    if len(xs) == 1:
-        return fmt(xs[0], digits)
-    return f"{fmt(med(xs), digits)} [{fmt(min(xs), digits)}–{fmt(max(xs), digits)}]"
+# Medians and table cells exactly as the loopback report prints them.
+med, fmt, cell = suite.med, suite.fmt, suite.cell
 
 
 def usable(r: dict) -> bool:

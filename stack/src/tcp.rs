@@ -52,11 +52,36 @@ fn budget_spent<B: SocketBackend>(fd: &Fd<B>, dir: Direction) -> bool {
     spent
 }
 
+/// Before a pollDesc wait: the task is about to give up its worker anyway, so it gets a fresh
+/// cooperative budget afterwards.
+fn reset_budget<B: SocketBackend>(fd: &Fd<B>, dir: Direction) {
+    fd.streak[dir as usize].store(0, Ordering::Relaxed);
+}
+
 /// The pollDesc wait after `WouldBlock`; map its error with [`wait_error`].
 fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction) -> Wait<'_> {
-    // The task is about to give up its worker anyway: a fresh budget afterwards.
-    fd.streak[dir as usize].store(0, Ordering::Relaxed);
+    reset_budget(fd, dir);
     fd.backend.handle().wait(&fd.pd, dir)
+}
+
+/// One read attempt under the read lock. Records for the next read whether it must wait for
+/// an edge first ([`Fd::read_drained`]), as every read path (`read`, `try_read`) must.
+fn read_once<B: SocketBackend>(fd: &Fd<B>, buf: &mut [u8]) -> Result<usize, TryError> {
+    let read = fd.backend.try_read_drained(&fd.socket, buf);
+    let drained = match read {
+        // EOF (0) is never "drained": the next read must return 0 again without waiting for
+        // an edge that never comes.
+        Ok((n, drained)) => drained && n > 0,
+        // Proven empty: the next data raises an edge, so `readable` waits for it instead of
+        // returning at once (which would spin with `try_read`).
+        Err(TryError::WouldBlock) => true,
+        // The error may have been the last edge (a reset): the next read must try (and
+        // report it again), not wait.
+        Err(TryError::Failed(_)) => false,
+    };
+    // Relaxed: see `Fd::read_drained`.
+    fd.read_drained.store(drained, Ordering::Relaxed);
+    read.map(|(n, _)| n)
 }
 
 /// A failed pollDesc wait as an error of `op`.
@@ -297,24 +322,14 @@ impl<B: SocketBackend> TcpStream<B> {
                     .map_err(wait_error(Op::Read))?;
             }
             loop {
-                match fd.backend.try_read_drained(&fd.socket, buf) {
-                    Ok((n, drained)) => {
-                        // Relaxed: see `Fd::read_drained`. EOF (0) is never "drained": the next
-                        // read must return 0 again without waiting for an edge that never comes.
-                        fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
-                        return Ok(n);
-                    }
+                match read_once(fd, buf) {
+                    Ok(n) => return Ok(n),
                     Err(TryError::WouldBlock) => {
                         wait(fd, Direction::Read)
                             .await
                             .map_err(wait_error(Op::Read))?;
                     }
-                    Err(TryError::Failed(k)) => {
-                        // The error may have been the last edge (a reset): the next read must
-                        // try (and report it again), not wait (Relaxed: see `Fd::read_drained`).
-                        fd.read_drained.store(false, Ordering::Relaxed);
-                        return Err(err(k));
-                    }
+                    Err(TryError::Failed(k)) => return Err(err(k)),
                 }
             }
         }
@@ -351,25 +366,10 @@ impl<B: SocketBackend> TcpStream<B> {
         if must_wait_for_edge(fd)? && !fd.pd.take_ready(Direction::Read) {
             return Err(err(ErrorKind::WouldBlock));
         }
-        // Relaxed (all stores): see `Fd::read_drained`.
-        match fd.backend.try_read_drained(&fd.socket, buf) {
-            Ok((n, drained)) => {
-                // As in `read`: EOF (0) is never "drained".
-                fd.read_drained.store(drained && n > 0, Ordering::Relaxed);
-                Ok(n)
-            }
-            Err(TryError::WouldBlock) => {
-                // Proven empty: the next data raises an edge, so `readable` waits for it
-                // instead of returning at once (which would spin with this call).
-                fd.read_drained.store(true, Ordering::Relaxed);
-                Err(err(ErrorKind::WouldBlock))
-            }
-            Err(TryError::Failed(k)) => {
-                // As in `read`: the next read must try, not wait for an edge.
-                fd.read_drained.store(false, Ordering::Relaxed);
-                Err(err(k))
-            }
-        }
+        read_once(fd, buf).map_err(|e| match e {
+            TryError::WouldBlock => err(ErrorKind::WouldBlock),
+            TryError::Failed(k) => err(k),
+        })
     }
 
     /// Writes what the socket accepts now, without waiting: `Ok(n)` with `n` possibly less
@@ -597,8 +597,7 @@ impl<B: SocketBackend> Future for Readable<'_, B> {
             // We hold the read lock from here on.
             match must_wait_for_edge(fd) {
                 Ok(true) => {
-                    // As `wait`: the task gives up its worker, so a fresh budget afterwards.
-                    fd.streak[Direction::Read as usize].store(0, Ordering::Relaxed);
+                    reset_budget(fd, Direction::Read);
                     this.step = ReadableStep::Edge { parked: false };
                 }
                 done => {

@@ -491,13 +491,8 @@ impl PollDesc {
     /// readiness. Go: `poll_runtime_pollReset` (`prepareRead`/`prepareWrite`).
     pub fn prepare(&self, dir: Direction) -> Result<(), PollError> {
         self.check_err(dir)?;
-        let sem = self.sem(dir.index());
-        // Only READY is dropped: a registration of a dropped future was already undone. Load
-        // first: the word is usually NIL, and a failing compare-and-swap still costs a locked
-        // instruction on every operation.
-        if sem.load() == READY {
-            let _ = sem.cas(READY, NIL);
-        }
+        // Only READY is dropped: a registration of a dropped future was already undone.
+        self.take_ready(dir);
         Ok(())
     }
 
@@ -506,7 +501,8 @@ impl PollDesc {
     /// drained read; call only where a wait could be made (the direction's lock held).
     pub fn take_ready(&self, dir: Direction) -> bool {
         let sem = self.sem(dir.index());
-        // Load first, as `prepare`: usually nothing is latched.
+        // Load first: the word is usually NIL, and a failing compare-and-swap still costs a
+        // locked instruction on every operation (`prepare` runs once per read and write).
         sem.load() == READY && sem.cas(READY, NIL).is_ok()
     }
 

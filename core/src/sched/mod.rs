@@ -358,9 +358,9 @@ impl Handle {
     /// Waits for readiness of `pd` in `dir` (Go: `poll_runtime_pollWait`).
     pub fn wait<'a>(&'a self, pd: &'a PollDesc, dir: Direction) -> Wait<'a> {
         Wait {
+            handle: self,
             pd,
             dir,
-            waiters: &self.shared.waiters,
             registered: false,
         }
     }
@@ -427,16 +427,16 @@ impl Handle {
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct Wait<'a> {
+    handle: &'a Handle,
     pd: &'a PollDesc,
     dir: Direction,
-    waiters: &'a WaiterCount,
     registered: bool,
 }
 
 impl Future for Wait<'_> {
     type Output = Result<(), PollError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let r = self.pd.poll_wait(self.dir, cx, self.waiters);
+        let r = self.handle.poll_wait(self.pd, self.dir, cx);
         self.registered = r.is_pending();
         r
     }
@@ -445,7 +445,7 @@ impl Future for Wait<'_> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         if self.registered {
-            self.pd.cancel_wait(self.dir, self.waiters);
+            self.handle.cancel_wait(self.pd, self.dir);
         }
     }
 }
