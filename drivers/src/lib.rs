@@ -17,6 +17,8 @@
 //!
 //! * [`Wire`]: two devices joined by in-memory queues, with seeded loss and corruption, in
 //!   simulated time ([`SimClock`]) or real time. [`WireNet`] builds two hosts on one scheduler.
+//! * [`SimDevice`]: a port on a [`SimSwitch`]. [`SimNet`] builds N hosts on one switch with
+//!   seeded per-link impairments, partitions and a trace hash, for deterministic tests.
 //! * `TapDevice` (feature `tap`, Linux; see its docs): a TAP interface opened through `/dev/net/tun`,
 //!   non-blocking, whose frames that cannot be written at once are queued and retried, and whose
 //!   errors surface from the source's `poll` instead of panicking. `TapNet` bundles it.
@@ -100,6 +102,7 @@ mod host;
 mod net;
 #[cfg(feature = "tap")]
 pub mod netns;
+pub mod sim;
 mod source;
 #[cfg(feature = "tap")]
 mod sys;
@@ -116,6 +119,10 @@ pub use config::Config;
 pub use error::DriverError;
 pub use host::{Host, HostStats};
 pub use net::{WireNet, WireNetBuilder, WireScheduler, WIRE_ADDR_A, WIRE_ADDR_B};
+pub use sim::{
+    sim_ip, Impairments, SimDevice, SimNet, SimNetBuilder, SimScheduler, SimStats, SimSwitch,
+    SimWaiter, SIM_MAX_HOSTS,
+};
 pub use source::SmolSource;
 #[cfg(feature = "tap")]
 pub use tap::{TapDevice, TapNet, TapScheduler, TapWaiter};
