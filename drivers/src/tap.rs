@@ -8,6 +8,10 @@
 //!   queue, in order, on every later receive/transmit; while frames are queued the waiter also
 //!   waits for `POLLOUT`. When the queue is full, `transmit` returns `None`, so smoltcp keeps
 //!   the data in its socket buffers and retransmits later: no frame is dropped silently.
+//! * treats a frame the kernel refuses because the interface is down (`EIO`) as lost on the
+//!   wire: TCP retransmits it once the link is back, so a link flap shorter than the sockets'
+//!   timeouts costs nothing but the wait. The device records the state
+//!   ([`TapDevice::link_up`]) and resumes as soon as frames flow again.
 //! * records any other error and reports it from the source's next poll
 //!   ([`Wait::check`](crate::Wait::check)), so the scheduler stops with the error.
 
@@ -17,7 +21,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -28,7 +32,7 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use crate::backend::SmolBackend;
 use crate::clock::MonotonicClock;
 use crate::config::Config;
-use crate::error::DriverError;
+use crate::error::{DriverError, OPEN_TUN};
 use crate::host::Host;
 use crate::source::SmolSource;
 use crate::sys::tap as sys;
@@ -49,14 +53,51 @@ struct Shared {
     backlog: AtomicBool,
     /// The first unrecoverable error, reported by the next poll.
     error: spin::Mutex<Option<DriverError>>,
+    /// The interface name, for error messages.
+    name: &'static str,
+    /// The kernel took our last frame (or sent us one); false after a write refused with `EIO`.
+    link_up: AtomicBool,
+    /// How many times the link was seen going down.
+    link_downs: AtomicUsize,
 }
 
 impl Shared {
-    fn fail(&self, e: &io::Error) {
+    /// Records `e`, from system call `call`, for the next poll to report (the first one wins).
+    fn fail(&self, call: &'static str, e: &io::Error) {
         let mut slot = self.error.lock();
         if slot.is_none() {
-            *slot = Some(io_error(e));
+            *slot = Some(os_error(call, self.name, e));
         }
+    }
+
+    /// A frame went in or out: the link is up.
+    fn link_is_up(&self) {
+        // Relaxed: a status flag; nothing else is published through it.
+        if !self.link_up.load(Ordering::Relaxed) {
+            self.link_up.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The kernel refused a frame with `EIO`: the interface is down.
+    fn link_is_down(&self) {
+        // Relaxed: as above; the swap makes each transition count once.
+        if self.link_up.swap(false, Ordering::Relaxed) {
+            self.link_downs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes one frame. `Err(())`: the kernel cannot take it now, keep it for later.
+    fn write_frame(&self, frame: &[u8]) -> Result<(), ()> {
+        match sys::write(self.fd.as_fd(), frame) {
+            Ok(_) => self.link_is_up(),
+            Err(e) if transient(&e) => return Err(()),
+            // What `tun` answers while the interface is down: the frame is lost, as on a wire
+            // with no carrier; TCP retransmits it.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => self.link_is_down(),
+            // Reported by the next poll; the frame cannot be sent on a failed device.
+            Err(e) => self.fail("write", &e),
+        }
+        Ok(())
     }
 }
 
@@ -77,13 +118,31 @@ fn check_name(name: &str) -> Result<(), DriverError> {
     Ok(())
 }
 
-fn io_error(e: &io::Error) -> DriverError {
+/// `e`, from system call `call` on `interface` ("" if none), as a driver error.
+fn os_error(call: &'static str, interface: &'static str, e: &io::Error) -> DriverError {
     match e.raw_os_error() {
-        // What `tun` answers while the interface is down.
-        Some(libc::EIO) => DriverError::LinkDown,
-        Some(errno) => DriverError::Io(errno),
-        None => DriverError::Io(libc::EIO),
+        // A TAP fd whose interface was deleted.
+        Some(libc::EBADFD) if !interface.is_empty() => DriverError::DeviceGone { interface },
+        // Without an errno: an argument or answer the sys layer rejected (a negative MTU).
+        errno => DriverError::Os {
+            call,
+            interface,
+            errno: errno.unwrap_or(libc::EINVAL),
+        },
     }
+}
+
+/// `name` as a `&'static str`, so that [`DriverError`] can carry it and stay `Copy`. Each
+/// distinct name is allocated once per process; processes open few interfaces.
+fn intern(name: &str) -> &'static str {
+    static NAMES: spin::Mutex<Vec<&'static str>> = spin::Mutex::new(Vec::new());
+    let mut names = NAMES.lock();
+    if let Some(&n) = names.iter().find(|&&n| n == name) {
+        return n;
+    }
+    let n: &'static str = alloc::boxed::Box::leak(name.into());
+    names.push(n);
+    n
 }
 
 /// A TAP interface as a smoltcp Ethernet device (feature `tap`, Linux).
@@ -96,6 +155,9 @@ fn io_error(e: &io::Error) -> DriverError {
 ///   [`TapWaiter`] also waits for `POLLOUT`. When the queue is full, `transmit` returns `None`,
 ///   so smoltcp keeps the data in its socket buffers and retransmits later: no frame is
 ///   dropped silently.
+/// * treats a frame refused because the interface is down (`EIO`) as lost on the wire (TCP
+///   retransmits it), records the state ([`TapDevice::link_up`], [`TapDevice::link_downs`])
+///   and carries on: a link flap is not an error.
 /// * records any other error and reports it from the source's next poll
 ///   ([`Wait::check`]), so the scheduler stops with the error instead of panicking.
 ///
@@ -140,16 +202,15 @@ impl TapDevice {
     /// Needs `CAP_NET_ADMIN` (or a TAP device owned by the user). The interface must be brought
     /// up (`ip link set NAME up`) for frames to flow.
     pub fn open(name: &str) -> Result<TapDevice, DriverError> {
-        check_name(name)?;
-        let (fd, name) = sys::open_tap(name).map_err(|e| io_error(&e))?;
-        let mtu = sys::interface_mtu(&name).map_err(|e| io_error(&e))?;
+        let (fd, name) = open_tap(name)?;
+        let mtu =
+            sys::interface_mtu(&name).map_err(|e| os_error("SIOCGIFMTU", intern(&name), &e))?;
         TapDevice::with_fd(fd, name, mtu)
     }
 
     /// Opens TAP interface `name` and uses `mtu` (IP MTU) instead of the interface's.
     pub fn open_with_mtu(name: &str, mtu: usize) -> Result<TapDevice, DriverError> {
-        check_name(name)?;
-        let (fd, name) = sys::open_tap(name).map_err(|e| io_error(&e))?;
+        let (fd, name) = open_tap(name)?;
         TapDevice::with_fd(fd, name, mtu)
     }
 
@@ -157,7 +218,7 @@ impl TapDevice {
         if mtu < 576 {
             return Err(DriverError::InvalidConfig("MTU below 576"));
         }
-        let event = sys::eventfd().map_err(|e| io_error(&e))?;
+        let event = sys::eventfd().map_err(|e| os_error("eventfd", "", &e))?;
         Ok(TapDevice {
             shared: Arc::new(Shared {
                 fd,
@@ -166,6 +227,9 @@ impl TapDevice {
                 sleeping: AtomicBool::new(false),
                 backlog: AtomicBool::new(false),
                 error: spin::Mutex::new(None),
+                name: intern(&name),
+                link_up: AtomicBool::new(true),
+                link_downs: AtomicUsize::new(0),
             }),
             name,
             mtu,
@@ -190,6 +254,20 @@ impl TapDevice {
         self.queue.len()
     }
 
+    /// Whether the link is up, as the traffic shows it: false from the first frame the kernel
+    /// refused because the interface is down (`ip link set NAME down`) until a frame goes
+    /// through again. True before any traffic.
+    pub fn link_up(&self) -> bool {
+        // Relaxed: a status flag.
+        self.shared.link_up.load(Ordering::Relaxed)
+    }
+
+    /// How many times the link was seen going down since the device was opened.
+    pub fn link_downs(&self) -> usize {
+        // Relaxed: a counter.
+        self.shared.link_downs.load(Ordering::Relaxed)
+    }
+
     /// The waiter that blocks on this device's fd.
     pub fn waiter(&self) -> TapWaiter {
         TapWaiter {
@@ -204,20 +282,22 @@ impl TapDevice {
     }
 }
 
+/// Opens `/dev/net/tun` and attaches it to TAP interface `name`.
+fn open_tap(name: &str) -> Result<(OwnedFd, String), DriverError> {
+    check_name(name)?;
+    let fd = sys::open_tun().map_err(|e| os_error(OPEN_TUN, "", &e))?;
+    let name =
+        sys::set_tap(fd.as_fd(), name).map_err(|e| os_error("TUNSETIFF", intern(name), &e))?;
+    Ok((fd, name))
+}
+
 fn flush_queue(shared: &Shared, queue: &mut VecDeque<Vec<u8>>) {
     // Bounded by the queue length: each turn pops a frame or stops.
     while let Some(frame) = queue.front() {
-        match sys::write(shared.fd.as_fd(), frame) {
-            Ok(_) => {
-                queue.pop_front();
-            }
-            Err(e) if transient(&e) => break,
-            Err(e) => {
-                // Reported by the next poll; the frame cannot be sent on a failed device.
-                shared.fail(&e);
-                queue.pop_front();
-            }
+        if shared.write_frame(frame).is_err() {
+            break;
         }
+        queue.pop_front();
     }
     // Release: pairs with the Acquire load in `TapWaiter::wait`; only a hint for `POLLOUT`.
     shared.backlog.store(!queue.is_empty(), Ordering::Release);
@@ -253,15 +333,8 @@ impl TxToken for TapTx<'_> {
         self.scratch.clear();
         self.scratch.resize(len, 0);
         let r = f(&mut self.scratch[..]);
-        if self.queue.is_empty() {
-            match sys::write(self.shared.fd.as_fd(), self.scratch) {
-                Ok(_) => return r,
-                Err(e) if transient(&e) => {}
-                Err(e) => {
-                    self.shared.fail(&e);
-                    return r;
-                }
-            }
+        if self.queue.is_empty() && self.shared.write_frame(self.scratch).is_ok() {
+            return r;
         }
         // Behind earlier frames, or the kernel pushed back: keep it, in order.
         self.queue.push_back(self.scratch.clone());
@@ -291,10 +364,11 @@ impl Device for TapDevice {
             Ok(n) => n,
             Err(e) if transient(&e) => return None,
             Err(e) => {
-                self.shared.fail(&e);
+                self.shared.fail("read", &e);
                 return None;
             }
         };
+        self.shared.link_is_up();
         Some((
             TapRx {
                 frame: &self.rx[..n],
@@ -361,6 +435,19 @@ impl TapWaiter {
         self.extra = Some(fd);
         self
     }
+
+    /// [`TapDevice::link_up`] of this waiter's device: a waiter is also a handle on the link
+    /// state that outlives handing the device to a [`Host`].
+    pub fn link_up(&self) -> bool {
+        // Relaxed: a status flag.
+        self.shared.link_up.load(Ordering::Relaxed)
+    }
+
+    /// [`TapDevice::link_downs`] of this waiter's device.
+    pub fn link_downs(&self) -> usize {
+        // Relaxed: a counter.
+        self.shared.link_downs.load(Ordering::Relaxed)
+    }
 }
 
 /// Milliseconds for `poll(2)`, rounded up (a sub-millisecond wait never becomes a busy 0).
@@ -406,11 +493,14 @@ impl Wait for TapWaiter {
                     match sys::eventfd_drain(shared.event.as_fd()) {
                         Ok(()) => {}
                         Err(e) if transient(&e) => {}
-                        Err(e) => return Err(io_error(&e)),
+                        Err(e) => return Err(os_error("reading the eventfd", "", &e)),
                     }
                 }
+                // `tun` reports POLLERR only for a descriptor whose interface is gone.
                 if rev.tap & (libc::POLLERR | libc::POLLNVAL) != 0 {
-                    return Err(DriverError::Io(libc::EIO));
+                    return Err(DriverError::DeviceGone {
+                        interface: shared.name,
+                    });
                 }
                 if rev.extra & libc::POLLNVAL != 0 {
                     return Err(DriverError::Io(libc::EBADF));
@@ -419,7 +509,7 @@ impl Wait for TapWaiter {
                 Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
-            Err(e) => Err(io_error(&e)),
+            Err(e) => Err(os_error("poll", shared.name, &e)),
         }
     }
 
@@ -434,7 +524,7 @@ impl Wait for TapWaiter {
             if let Err(e) = sys::eventfd_signal(shared.event.as_fd()) {
                 // A full counter (EAGAIN) still wakes the waiter.
                 if !transient(&e) {
-                    shared.fail(&e);
+                    shared.fail("signalling the eventfd", &e);
                 }
             }
         }
@@ -461,6 +551,8 @@ pub struct TapNet {
     pub host: Host<TapDevice>,
     /// The clock the scheduler and the host read.
     pub clock: Arc<dyn Clock>,
+    /// The device's state, behind [`TapNet::link`].
+    link: Arc<Shared>,
 }
 
 impl fmt::Debug for TapNet {
@@ -482,6 +574,7 @@ impl TapNet {
     pub fn with_device(device: TapDevice, config: Config) -> Result<TapNet, DriverError> {
         let clock: Arc<dyn Clock> = MonotonicClock::new();
         let waiter = device.waiter();
+        let link = device.shared.clone();
         let host = Host::new(device, config, clock.clone())?;
         let source = SmolSource::new(waiter).with_host(host.clone());
         let scheduler = Scheduler::new(source, clock.clone());
@@ -491,6 +584,16 @@ impl TapNet {
             backend,
             host,
             clock,
+            link,
         })
+    }
+
+    /// A handle on the device's link state for any thread or task
+    /// ([`TapWaiter::link_up`], [`TapWaiter::link_downs`]); never wait on it.
+    pub fn link(&self) -> TapWaiter {
+        TapWaiter {
+            shared: self.link.clone(),
+            extra: None,
+        }
     }
 }

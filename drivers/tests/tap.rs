@@ -245,34 +245,170 @@ fn invalid_interface_name_is_an_error() {
     );
 }
 
-/// Frames sent while the interface is down stop the scheduler with a clear error instead of
-/// vanishing (no silent drop) or panicking.
+/// A frame the kernel refuses because the interface is down is lost, not an error: the
+/// scheduler keeps running, the connect times out by its own deadline, and the device records
+/// the state.
 #[test]
-fn link_down_is_an_error() {
-    in_netns("link_down_is_an_error", || {
+fn link_down_loses_frames_without_failing() {
+    in_netns("link_down_loses_frames_without_failing", || {
         // Not brought up.
         let device = TapDevice::open_with_mtu(TAP, 1500).expect("open the TAP device");
+        assert!(device.link_up(), "up until a frame is refused");
         let config = Config::with_address(
             IpCidr::new(Ipv4Address::new(10, 7, 0, 2).into(), 24),
             EthernetAddress([0x02, 0, 0, 0x07, 0, 0x02]),
         );
         let mut net = TapNet::with_device(device, config).unwrap();
+        let link = net.link();
         let backend = net.backend.clone();
-        let deadline = net.scheduler.handle().now() + Duration::from_secs(2);
+        let deadline = net.scheduler.handle().now() + Duration::from_secs(1);
         let addr: SocketAddr = format!("{KERNEL}:9").parse().unwrap();
         let r = net.scheduler.try_block_on(async move {
-            let _ = TcpStream::connect_deadline(&backend, addr, Some(deadline)).await;
+            TcpStream::connect_deadline(&backend, addr, Some(deadline))
+                .await
+                .map(drop)
         });
-        assert!(
-            matches!(
-                r,
-                Err(netpoll_core::sched::RunError::Source(
-                    netpoll_drivers::DriverError::LinkDown
-                ))
-            ),
-            "{r:?}"
+        let e = r
+            .expect("the scheduler keeps running")
+            .expect_err("nothing answers");
+        assert!(e.is_timeout(), "{e}");
+        assert!(!link.link_up());
+        assert_eq!(link.link_downs(), 1, "one transition, however many frames");
+    });
+}
+
+/// A link flap shorter than the sockets' timeouts: a connection echoes, the link goes down
+/// for a second while smoltcp sends (the kernel refuses those frames), comes back, and the
+/// same connection delivers what was sent meanwhile and echoes again.
+#[test]
+fn connection_survives_a_link_flap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    in_netns("connection_survives_a_link_flap", || {
+        let mut net = tap_net();
+        let link = net.link();
+        let backend = net.backend.clone();
+        let handle = net.scheduler.handle().clone();
+        let addr: SocketAddr = format!("{SMOL}:7004").parse().unwrap();
+        let listener = TcpListener::bind(&backend, addr).unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let client_down = down.clone();
+        let client = std::thread::spawn(move || {
+            let mut s = KStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = [0u8; 6];
+            s.write_all(b"before").unwrap();
+            s.read_exact(&mut got).expect("echo before the flap");
+            assert_eq!(&got, b"before");
+            assert!(ip(&["link", "set", TAP, "down"]));
+            client_down.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_secs(1));
+            assert!(ip(&["link", "set", TAP, "up"]));
+            s.read_exact(&mut got)
+                .expect("what smoltcp sent while the link was down");
+            assert_eq!(&got, b"during");
+            s.write_all(b"after!").unwrap();
+            s.read_exact(&mut got).expect("echo after the flap");
+            assert_eq!(&got, b"after!");
+        });
+        let client_ref = &client;
+        let server_link = net.link();
+        let r = net.scheduler.try_block_on(async move {
+            let (conn, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 6];
+            let n = conn.read(&mut buf).await.expect("read before");
+            conn.write_all(&buf[..n]).await.expect("echo before");
+            for _ in 0..500 {
+                if down.load(Ordering::Acquire) {
+                    break;
+                }
+                handle.sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                down.load(Ordering::Acquire),
+                "the client took the link down"
+            );
+            conn.write_all(b"during").await.expect("a write while down");
+            handle.sleep(Duration::from_millis(200)).await;
+            assert!(
+                !server_link.link_up(),
+                "the refused frame marked the link down"
+            );
+            let mut got = 0;
+            while got < 6 {
+                let n = conn.read(&mut buf[got..]).await.expect("read after");
+                assert!(n > 0, "early EOF");
+                got += n;
+            }
+            conn.write_all(&buf).await.expect("echo after");
+            until_finished(&handle, client_ref).await;
+            conn.close().await.unwrap();
+            listener.close().await.unwrap();
+        });
+        r.expect("a link flap is not a scheduler error");
+        client.join().expect("the client saw every echo");
+        assert!(link.link_up(), "frames flow again");
+        assert_eq!(link.link_downs(), 1);
+    });
+}
+
+/// Open errors say which call failed and on which interface.
+#[test]
+fn open_errors_name_the_failed_call() {
+    in_netns("open_errors_name_the_failed_call", || {
+        // A TUN device of the same name exists: TUNSETIFF with IFF_TAP fails (EINVAL).
+        assert!(ip(&["tuntap", "add", "nptun0", "mode", "tun"]));
+        let e = TapDevice::open("nptun0").expect_err("a TUN device is not a TAP device");
+        assert_eq!(
+            e.to_string(),
+            "TUNSETIFF nptun0: Invalid argument (os error 22)",
+            "{e:?}"
         );
     });
+}
+
+/// Set in the child of `eperm_names_the_missing_capability`, which runs without
+/// CAP_NET_ADMIN.
+const NO_CAP: &str = "NETPOLL_TEST_NO_CAP_NET_ADMIN";
+
+/// Creating a TAP interface without CAP_NET_ADMIN fails with EPERM, and the message names the
+/// capability. The test re-runs itself with the capability dropped (`setpriv`); nothing is
+/// created, so no namespace is needed.
+#[test]
+fn eperm_names_the_missing_capability() {
+    const TEST: &str = "eperm_names_the_missing_capability";
+    if std::env::var_os(NO_CAP).is_some() {
+        let e = TapDevice::open("npeperm0").expect_err("no CAP_NET_ADMIN");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("TUNSETIFF npeperm0: Operation not permitted (os error 1)")
+                && text.contains("needs CAP_NET_ADMIN"),
+            "{text}"
+        );
+        return;
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return netns::skip(TEST, "no /dev/net/tun");
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(NO_CAP, "1")
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return netns::skip(TEST, &format!("cannot run setpriv: {e}")),
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && text.contains("setpriv:") {
+        // Not root: setpriv itself may refuse.
+        return netns::skip(TEST, text.trim());
+    }
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test result: ok. 1 passed"), "{text}");
 }
 
 /// A waiter that also watches another descriptor sleeps until that descriptor is readable,

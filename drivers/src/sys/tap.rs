@@ -71,10 +71,8 @@ fn cvt_size(res: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
-/// Opens `/dev/net/tun` non-blocking and attaches it to TAP interface `name` (created if it
-/// does not exist; an empty name lets the kernel pick one). Returns the fd and the real name.
-pub(crate) fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
-    let mut req = IfReq::new(name)?;
+/// Opens `/dev/net/tun` (the TUN/TAP clone device) non-blocking and close-on-exec.
+pub(crate) fn open_tun() -> io::Result<OwnedFd> {
     let path: &CStr = c"/dev/net/tun";
     // SAFETY: `path` is a NUL-terminated string that outlives the call; `open` takes no other
     // pointers.
@@ -85,13 +83,19 @@ pub(crate) fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
         )
     })?;
     // SAFETY: `open(2)` succeeded, so `fd` is a valid descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches a `/dev/net/tun` descriptor to TAP interface `name` (`TUNSETIFF`; created if it
+/// does not exist, an empty name lets the kernel pick one). Returns the real name.
+pub(crate) fn set_tap(fd: BorrowedFd<'_>, name: &str) -> io::Result<String> {
+    let mut req = IfReq::new(name)?;
     let flags = IFF_TAP | IFF_NO_PI;
     req.data[..2].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: `fd` is a valid tun fd; `req` is a live, properly sized `struct ifreq` that the
-    // kernel reads and writes (it fills in the name) only during the call.
+    // SAFETY: `fd` is a valid descriptor; `req` is a live, properly sized `struct ifreq` that
+    // the kernel reads and writes (it fills in the name) only during the call.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) })?;
-    Ok((fd, req.name()))
+    Ok(req.name())
 }
 
 /// The MTU of interface `name` (`SIOCGIFMTU`).
