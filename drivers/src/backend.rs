@@ -27,6 +27,7 @@ use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
+use crate::clock::dur_to_smol;
 use crate::host::{Host, Id, Inner, Listener, Role, Stream};
 
 /// A socket of a [`SmolBackend`]: a stream or a listener. A plain id; the stack closes it
@@ -91,6 +92,7 @@ impl<D: Device> SmolBackend<D> {
         let (r, kick) = {
             let mut inner = self.host.lock();
             let r = op(&mut inner);
+            inner.sync_touched();
             (r, core::mem::take(&mut inner.kick))
         };
         if kick {
@@ -114,10 +116,14 @@ fn stream_parts<D: Device>(
         return Err(ErrorKind::InvalidInput);
     }
     let s = inner.socks.get_mut(sock.id).ok_or(ErrorKind::Closed)?;
-    let Role::Stream(st) = &mut s.role else {
+    if !matches!(s.role, Role::Stream(_)) {
+        return Err(ErrorKind::Closed);
+    }
+    inner.touched.push(sock.id.index);
+    let (role, sk, _) = s.parts();
+    let Role::Stream(st) = role else {
         return Err(ErrorKind::Closed);
     };
-    let sk = inner.sockets.get_mut::<tcp::Socket<'static>>(s.handle);
     Ok((st, sk))
 }
 
@@ -139,8 +145,8 @@ impl<D: Device> Inner<D> {
             return Err(ErrorKind::AddrNotAvailable);
         }
         let port = match addr.port() {
-            0 => self.ports.pick().ok_or(ErrorKind::OutOfResources)?,
-            p if self.ports.in_use(p) => return Err(ErrorKind::AddrInUse),
+            0 => self.router.ports.pick().ok_or(ErrorKind::OutOfResources)?,
+            p if self.router.ports.in_use(p) => return Err(ErrorKind::AddrInUse),
             p => p,
         };
         let endpoint = IpListenEndpoint {
@@ -148,34 +154,26 @@ impl<D: Device> Inner<D> {
             port,
         };
         let backlog = backlog.clamp(1, self.config.max_backlog.max(1)) as usize;
-        let lid = self.listeners.insert(Listener {
+        let half_open_timeout = dur_to_smol(self.config.half_open_timeout);
+        let lid = self.router.listeners.insert(Listener {
             key: None,
             armed: false,
             endpoint,
             local: SocketAddr::new(addr.ip(), port),
             pool: Vec::with_capacity(backlog),
             ready: VecDeque::new(),
+            half_open_timeout,
+            handshake_us: Listener::INITIAL_HANDSHAKE_US,
         });
         let mut pool = Vec::with_capacity(backlog);
         for _ in 0..backlog {
-            let id = self.add_socket(Role::Pooled {
-                listener: lid,
-                queued: false,
-            });
-            let handle = self.socks.get(id).map(|s| s.handle);
-            if let Some(h) = handle {
-                // Cannot fail: a fresh socket, a non-zero port.
-                let _ = self
-                    .sockets
-                    .get_mut::<tcp::Socket<'static>>(h)
-                    .listen(endpoint);
-            }
+            let id = self.add_pool_socket(lid, endpoint, half_open_timeout);
             pool.push(id.index);
         }
-        if let Some(l) = self.listeners.get_mut(lid) {
+        if let Some(l) = self.router.listeners.get_mut(lid) {
             l.pool = pool;
         }
-        self.ports.listeners.insert(port, lid);
+        self.router.ports.listeners.insert(port, lid);
         Ok(SmolSocket {
             kind: Kind::Listener,
             id: lid,
@@ -183,17 +181,19 @@ impl<D: Device> Inner<D> {
     }
 
     fn close_listener(&mut self, lid: Id) {
-        let Some(l) = self.listeners.remove(lid) else {
+        let Some(l) = self.router.listeners.remove(lid) else {
             return;
         };
-        if self.ports.listeners.get(&l.endpoint.port) == Some(&lid) {
-            self.ports.listeners.remove(&l.endpoint.port);
+        if self.router.ports.listeners.get(&l.endpoint.port) == Some(&lid) {
+            self.router.ports.listeners.remove(&l.endpoint.port);
         }
         for index in l.pool {
-            let Some((id, handle)) = self.socks_id(index) else {
+            let Some(id) = self.socks.id_at(index) else {
                 continue;
             };
-            let state = self.sockets.get::<tcp::Socket<'static>>(handle).state();
+            let Some(state) = self.socks.get(id).map(|s| s.tcp().state()) else {
+                continue;
+            };
             match state {
                 // Nothing owed to anyone: the port is free as soon as these are gone.
                 State::Listen | State::SynReceived | State::Closed => self.remove_socket(id),
@@ -206,16 +206,23 @@ impl<D: Device> Inner<D> {
 
     fn try_accept(&mut self, lid: Id) -> Result<(SmolSocket, SocketAddr), TryError> {
         loop {
-            let l = self.listeners.get_mut(lid).ok_or(ErrorKind::Closed)?;
+            let l = self
+                .router
+                .listeners
+                .get_mut(lid)
+                .ok_or(ErrorKind::Closed)?;
             let Some(index) = l.ready.pop_front() else {
                 l.armed = true;
                 return Err(TryError::WouldBlock);
             };
-            let endpoint = l.endpoint;
-            let Some((id, handle)) = self.socks_id(index) else {
+            let (endpoint, half_open_timeout) = (l.endpoint, l.half_open_timeout);
+            let Some(id) = self.socks.id_at(index) else {
                 continue;
             };
-            let s = self.sockets.get_mut::<tcp::Socket<'static>>(handle);
+            self.touched.push(index);
+            let Some(s) = self.socks.get_mut(id).map(|s| s.tcp_mut()) else {
+                continue;
+            };
             let (local, peer) = (s.local_endpoint(), s.remote_endpoint());
             let stale = matches!(
                 s.state(),
@@ -224,6 +231,7 @@ impl<D: Device> Inner<D> {
             let (Some(local), Some(peer), false) = (local, peer, stale) else {
                 // Reset (or timed out) before we got to it: skip silently (Go #6163).
                 if s.state() != State::Listen {
+                    s.abort();
                     // Cannot fail: the socket is closed and the port is non-zero.
                     let _ = s.listen(endpoint);
                 }
@@ -231,6 +239,7 @@ impl<D: Device> Inner<D> {
                     sock.role = Role::Pooled {
                         listener: lid,
                         queued: false,
+                        half_open_since: None,
                     };
                 }
                 self.stats.aborted_before_accept += 1;
@@ -242,22 +251,14 @@ impl<D: Device> Inner<D> {
                 ..Stream::default()
             };
             st.observe(s);
+            // A user's connection has no timeout of its own (Go: deadlines are per operation).
+            s.set_timeout(None);
             if let Some(sock) = self.socks.get_mut(id) {
                 sock.role = Role::Stream(st);
             }
             // Refill the pool: a fresh listening socket takes the accepted one's place.
-            let fresh = self.add_socket(Role::Pooled {
-                listener: lid,
-                queued: false,
-            });
-            if let Some(h) = self.socks.get(fresh).map(|s| s.handle) {
-                // Cannot fail: a fresh socket, a non-zero port.
-                let _ = self
-                    .sockets
-                    .get_mut::<tcp::Socket<'static>>(h)
-                    .listen(endpoint);
-            }
-            if let Some(l) = self.listeners.get_mut(lid) {
+            let fresh = self.add_pool_socket(lid, endpoint, half_open_timeout);
+            if let Some(l) = self.router.listeners.get_mut(lid) {
                 if let Some(slot) = l.pool.iter_mut().find(|i| **i == index) {
                     *slot = fresh.index;
                 }
@@ -288,24 +289,25 @@ impl<D: Device> Inner<D> {
                 return Err(ErrorKind::InvalidInput.into());
             }
         }
-        let port = self.ports.alloc().ok_or(ErrorKind::OutOfResources)?;
+        let port = self.router.ports.alloc().ok_or(ErrorKind::OutOfResources)?;
+        self.touched.push(sock.id.index);
         let Inner {
             iface,
-            sockets,
             socks,
-            ports,
+            router,
             kick,
             ..
         } = self;
+        let ports = &mut router.ports;
         let Some(s) = socks.get_mut(sock.id) else {
             ports.release(port);
             return Err(ErrorKind::Closed.into());
         };
-        let Role::Stream(st) = &mut s.role else {
+        let (role, sk, _) = s.parts();
+        let Role::Stream(st) = role else {
             ports.release(port);
             return Err(ErrorKind::Closed.into());
         };
-        let sk = sockets.get_mut::<tcp::Socket<'static>>(s.handle);
         match sk.connect(iface.context(), IpEndpoint::from(addr), port) {
             Ok(()) => {
                 st.connecting = true;
@@ -486,7 +488,11 @@ impl<D: Device> Inner<D> {
                 }
             }
             Kind::Listener => {
-                let l = self.listeners.get_mut(sock.id).ok_or(ErrorKind::Closed)?;
+                let l = self
+                    .router
+                    .listeners
+                    .get_mut(sock.id)
+                    .ok_or(ErrorKind::Closed)?;
                 l.key = Some(key);
                 l.armed = false;
             }
@@ -504,7 +510,7 @@ impl<D: Device> Inner<D> {
                 }
             }
             Kind::Listener => {
-                if let Some(l) = self.listeners.get_mut(sock.id) {
+                if let Some(l) = self.router.listeners.get_mut(sock.id) {
                     l.key = None;
                     l.armed = false;
                 }
@@ -591,6 +597,7 @@ where
     fn local_addr(&self, socket: &SmolSocket) -> Result<SocketAddr, ErrorKind> {
         self.with(|inner| match socket.kind {
             Kind::Listener => inner
+                .router
                 .listeners
                 .get(socket.id)
                 .map(|l| l.local)

@@ -4,7 +4,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 
+use smoltcp::socket::tcp::CongestionControl;
 use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address, Ipv6Address};
+
+use crate::error::DriverError;
+
+/// The largest socket buffer [`Config::validate`] accepts.
+const MAX_BUFFER: usize = 1 << 30;
 
 /// How one smoltcp host (an `Interface` plus its sockets) is set up.
 ///
@@ -32,6 +38,15 @@ pub struct Config {
     /// Upper bound for a listener's backlog (Linux: `somaxconn`). A listener with backlog `n`
     /// keeps `n` smoltcp sockets, each with both buffers allocated, so this also bounds memory.
     pub max_backlog: u32,
+    /// How long a half-open connection (SYN-RECEIVED) may wait for its peer's next segment
+    /// before it is dropped and its pool socket listens again: smoltcp resends the SYN-ACK at
+    /// 1, 3 and 7 s, so the default of 10 s allows three retries (Linux: `tcp_synack_retries`).
+    /// Independently, a SYN that finds no free pool socket evicts the oldest half-open one.
+    pub half_open_timeout: Duration,
+    /// Congestion control of each socket (smoltcp's `None`, `Reno` or `Cubic`).
+    pub congestion_control: CongestionControl,
+    /// Send TCP timestamps (RFC 7323) when the peer offers them.
+    pub timestamps: bool,
     /// Most frames taken from the device per host per poll (never an unbounded drain).
     pub ingress_budget: usize,
     /// Most `poll_egress` rounds per host per poll.
@@ -59,6 +74,9 @@ impl Default for Config {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
             max_backlog: 128,
+            half_open_timeout: Duration::from_secs(10),
+            congestion_control: CongestionControl::None,
+            timestamps: false,
             ingress_budget: 64,
             egress_budget: 64,
             ephemeral_ports: (49152, 65535),
@@ -70,6 +88,30 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks what `Host::new` would otherwise trip over.
+    pub fn validate(&self) -> Result<(), DriverError> {
+        if self.rx_buffer == 0 || self.tx_buffer == 0 {
+            return Err(DriverError::InvalidConfig(
+                "socket buffers must not be empty",
+            ));
+        }
+        if self.rx_buffer > MAX_BUFFER || self.tx_buffer > MAX_BUFFER {
+            // smoltcp's window scale tops out at 2^14 * 64 KiB; past 1 GiB a buffer is a typo.
+            return Err(DriverError::InvalidConfig(
+                "socket buffers larger than 1 GiB",
+            ));
+        }
+        if self.max_backlog == 0 {
+            return Err(DriverError::InvalidConfig("max_backlog must be at least 1"));
+        }
+        if self.half_open_timeout.is_zero() {
+            return Err(DriverError::InvalidConfig(
+                "half_open_timeout must not be zero",
+            ));
+        }
+        Ok(())
+    }
+
     /// The default configuration with one address and MAC: a convenience for tests and
     /// examples.
     pub fn with_address(cidr: IpCidr, mac: EthernetAddress) -> Self {

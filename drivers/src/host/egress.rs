@@ -1,0 +1,212 @@
+//! Egress and timers: each socket is filed in a timer queue under the instant smoltcp next
+//! wants it polled (data to send, a retransmission, a delayed ACK, TIME-WAIT's end). A drive
+//! pass polls only the sockets that are due, so a pass costs O(active sockets), not O(all).
+
+use smoltcp::iface::PollResult;
+use smoltcp::phy::{Device, DeviceCapabilities};
+use smoltcp::socket::tcp::State;
+
+use super::Inner;
+
+/// What an egress pass found.
+pub(super) struct EgressPass {
+    /// A socket used its whole budget: more is waiting, do not block.
+    pub(super) more: bool,
+    /// The device refused a frame (a full TAP queue): due sockets wait for room.
+    pub(super) device_full: bool,
+}
+
+impl<D: Device> Inner<D> {
+    /// Re-files socket `index` after anything may have changed it: its 4-tuple in the demux
+    /// map and its next poll instant in the timer queue.
+    pub(crate) fn sync(&mut self, index: u32, ts: smoltcp::time::Instant) {
+        let Inner {
+            iface,
+            socks,
+            router,
+            timers,
+            ..
+        } = self;
+        let Some((_, sock)) = socks.at_mut(index) else {
+            return;
+        };
+        let s = sock.tcp();
+        let tuple = match (s.local_endpoint(), s.remote_endpoint()) {
+            (Some(local), Some(remote)) => Some(super::ingress::Tuple { local, remote }),
+            _ => None,
+        };
+        if tuple != sock.tuple {
+            if let Some(old) = sock.tuple.take() {
+                if router.demux.get(&old) == Some(&index) {
+                    router.demux.remove(&old);
+                }
+            }
+            if let Some(new) = tuple {
+                // Never steal another socket's entry: the route gave this socket its tuple,
+                // and connects use ports nobody else holds.
+                let owner = *router.demux.entry(new).or_insert(index);
+                if owner == index {
+                    sock.tuple = Some(new);
+                }
+            }
+        }
+        let due = iface
+            .poll_delay(ts, &sock.set)
+            .map(|d| ts.total_micros().saturating_add(d.total_micros() as i64));
+        if due != sock.due {
+            if let Some(old) = sock.due {
+                timers.remove(&(old, index));
+            }
+            if let Some(new) = due {
+                timers.insert((new, index));
+            }
+            sock.due = due;
+        }
+    }
+
+    /// Re-files every socket an operation touched.
+    pub(crate) fn sync_touched(&mut self) {
+        if self.touched.is_empty() {
+            return;
+        }
+        let ts = self.now();
+        let mut touched = core::mem::take(&mut self.touched);
+        for &index in &touched {
+            self.sync(index, ts);
+        }
+        touched.clear();
+        self.touched = touched;
+    }
+
+    /// Polls every due socket: at most `egress_budget` segments each.
+    pub(super) fn egress(&mut self, ts: smoltcp::time::Instant) -> EgressPass {
+        let now = ts.total_micros();
+        let mut due = core::mem::take(&mut self.due_scratch);
+        while let Some(&(t, index)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some((_, sock)) = self.socks.at_mut(index) {
+                sock.due = None;
+            }
+            due.push(index);
+        }
+        let mut pass = EgressPass {
+            more: false,
+            device_full: false,
+        };
+        let budget = self.config.egress_budget.max(1);
+        for &index in &due {
+            if pass.device_full {
+                // Stays due; the next pass (woken by room on the device) sends it.
+                self.sync(index, ts);
+                continue;
+            }
+            let sent = {
+                let Inner {
+                    iface,
+                    device,
+                    socks,
+                    ..
+                } = self;
+                let Some((_, sock)) = socks.at_mut(index) else {
+                    continue;
+                };
+                let mut dev = Refusing {
+                    device,
+                    refused: false,
+                };
+                let mut sent = 0;
+                while sent < budget
+                    && iface.poll_egress(ts, &mut dev, &mut sock.set)
+                        == PollResult::SocketStateChanged
+                {
+                    sent += 1;
+                }
+                pass.device_full |= dev.refused;
+                sent
+            };
+            pass.more |= sent == budget;
+            self.sync(index, ts);
+            if sent == 0 && !pass.device_full {
+                self.maybe_stalled(index, now);
+            }
+        }
+        due.clear();
+        self.due_scratch = due;
+        pass
+    }
+
+    /// A due socket that sent nothing although it has a segment owed may be waiting for its
+    /// neighbor's link-layer address; smoltcp then files it a second out. Retry it as soon as
+    /// an ARP or NDP frame arrives instead.
+    fn maybe_stalled(&mut self, index: u32, now: i64) {
+        let Some((_, sock)) = self.socks.at_mut(index) else {
+            return;
+        };
+        if sock.stalled || sock.due.is_none_or(|t| t <= now) {
+            return;
+        }
+        let s = sock.tcp();
+        let owes = s.send_queue() > 0 || matches!(s.state(), State::SynSent | State::SynReceived);
+        if owes {
+            sock.stalled = true;
+            self.stalled.push(index);
+        }
+    }
+
+    /// Re-files every stalled socket (an ARP or NDP frame arrived).
+    pub(super) fn retry_stalled(&mut self, ts: smoltcp::time::Instant) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let list = core::mem::take(&mut self.stalled);
+        for &index in &list {
+            if let Some((_, sock)) = self.socks.at_mut(index) {
+                sock.stalled = false;
+            }
+            self.sync(index, ts);
+        }
+    }
+
+    /// The next instant any socket wants to be polled, in microseconds.
+    pub(super) fn next_due(&self) -> Option<i64> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+}
+
+/// The host's device for egress, recording whether it refused a frame.
+struct Refusing<'d, D> {
+    device: &'d mut D,
+    refused: bool,
+}
+
+impl<'d, D: Device> Device for Refusing<'d, D> {
+    type RxToken<'a>
+        = D::RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = D::TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(
+        &mut self,
+        _timestamp: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        // Egress only: ingress takes frames through the route.
+        None
+    }
+
+    fn transmit(&mut self, timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        let token = self.device.transmit(timestamp);
+        self.refused |= token.is_none();
+        token
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.device.capabilities()
+    }
+}

@@ -1,0 +1,277 @@
+//! Ingress: every frame is matched to its socket by 4-tuple *before* smoltcp sees it, and
+//! handed to smoltcp together with that one socket (a socket set of one), so a frame costs
+//! the same with 10 or 50,000 connections, and a SYN for a live connection can never reach a
+//! listening socket.
+//!
+//! | frame | goes to |
+//! |---|---|
+//! | TCP, 4-tuple filed in the demux map | that socket (a SYN there draws smoltcp's challenge ACK, RFC 9293) |
+//! | SYN for a listener, new 4-tuple | a `LISTEN` socket of the listener's pool; if none, the oldest half-open one is evicted if it is older than twice the handshake time seen so far (a real peer would have answered; see `Listener::eviction_age`); otherwise the SYN is dropped and the client retransmits |
+//! | SYN for a 4-tuple in TIME-WAIT | the TIME-WAIT socket is reaped and the SYN treated as new (as Linux does) |
+//! | any other TCP, and everything else (ARP, NDP, ICMP) | smoltcp with no socket: it answers unknown TCP with RST, handles ARP/NDP itself |
+
+use smoltcp::iface::PollIngressSingleResult;
+use smoltcp::phy::{Device, DeviceCapabilities, PacketMeta, RxToken};
+use smoltcp::socket::tcp::State;
+use smoltcp::wire::IpEndpoint;
+
+use super::{Inner, Role};
+use crate::frame::{self, TcpInfo};
+
+/// A connection's 4-tuple, as the demux map files it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) struct Tuple {
+    pub(crate) local: IpEndpoint,
+    pub(crate) remote: IpEndpoint,
+}
+
+/// Where a frame goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    /// To the socket in this slab slot.
+    Socket(u32),
+    /// To smoltcp without any socket.
+    NoSocket,
+    /// Nowhere: a SYN beyond a full accept queue.
+    Drop,
+}
+
+impl<D: Device> Inner<D> {
+    /// Takes one frame from the device and hands it to smoltcp with the socket it belongs to.
+    /// `false` when the device had nothing.
+    pub(super) fn ingress_one(&mut self, ts: smoltcp::time::Instant) -> bool {
+        let mut route = Route::NoSocket;
+        let mut non_tcp = false;
+        {
+            let Inner {
+                iface,
+                device,
+                caps,
+                socks,
+                no_socket,
+                stats,
+                router,
+                ..
+            } = self;
+            let Some((rx, tx)) = device.receive(ts) else {
+                return false;
+            };
+            let meta = rx.meta();
+            // The frame is looked at and handed over inside one `consume`, without a copy.
+            rx.consume(|frame| {
+                stats.frames_in += 1;
+                route = match frame::tcp_info(frame, caps.medium) {
+                    Some(info) => router.route(&info, ts, socks, stats),
+                    None => {
+                        non_tcp = true;
+                        Route::NoSocket
+                    }
+                };
+                let set = match route {
+                    Route::Drop => return,
+                    Route::Socket(i) => match socks.at_mut(i) {
+                        Some((_, sock)) => &mut sock.set,
+                        None => &mut *no_socket,
+                    },
+                    Route::NoSocket => &mut *no_socket,
+                };
+                let mut one = OneFrame {
+                    frame: Some(frame),
+                    meta,
+                    tx: Some(tx),
+                    caps,
+                };
+                let _: PollIngressSingleResult = iface.poll_ingress_single(ts, &mut one, set);
+            });
+        }
+        if let Route::Socket(i) = route {
+            self.sync(i, ts);
+        }
+        if non_tcp {
+            // An ARP or NDP answer may be what a stalled socket waits for.
+            self.retry_stalled(ts);
+        }
+        self.reap_pending();
+        true
+    }
+}
+
+/// The routing state: the demux map, the listeners' ports and pools, reaped sockets.
+pub(crate) struct Router {
+    /// Every socket with a 4-tuple, by tuple.
+    pub(crate) demux: alloc::collections::BTreeMap<Tuple, u32>,
+    /// Port → the listener on it, and the listeners themselves.
+    pub(crate) ports: super::ports::Ports,
+    pub(crate) listeners: super::slab::Slab<super::Listener>,
+    /// TIME-WAIT sockets a new SYN took over: removed after the frame.
+    pub(crate) reap: alloc::vec::Vec<u32>,
+}
+
+impl Router {
+    fn route(
+        &mut self,
+        info: &TcpInfo,
+        ts: smoltcp::time::Instant,
+        socks: &mut super::slab::Slab<super::Sock>,
+        stats: &mut super::HostStats,
+    ) -> Route {
+        let tuple = Tuple {
+            local: IpEndpoint::new(info.dst, info.dst_port),
+            remote: IpEndpoint::new(info.src, info.src_port),
+        };
+        if let Some(&index) = self.demux.get(&tuple) {
+            let reuse = info.is_connect()
+                && socks.at(index).is_some_and(|s| {
+                    matches!(s.role, Role::Orphan { .. }) && s.tcp().state() == State::TimeWait
+                });
+            if !reuse {
+                return Route::Socket(index);
+            }
+            // A new connection from a 4-tuple we hold in TIME-WAIT: the old one is over.
+            self.demux.remove(&tuple);
+            if let Some((_, s)) = socks.at_mut(index) {
+                s.tuple = None;
+            }
+            self.reap.push(index);
+        }
+        if !info.is_connect() {
+            return Route::NoSocket;
+        }
+        let Some(&lid) = self.ports.listeners.get(&info.dst_port) else {
+            return Route::NoSocket;
+        };
+        let Some(l) = self.listeners.get(lid) else {
+            return Route::NoSocket;
+        };
+        if l.endpoint.addr.is_some_and(|a| a != info.dst) {
+            return Route::NoSocket;
+        }
+        let endpoint = l.endpoint;
+        let min_age = l.eviction_age();
+        // A free socket takes the SYN; else the oldest half-open one is evicted for it.
+        let mut oldest: Option<(i64, u32)> = None;
+        for &index in &l.pool {
+            let Some(sock) = socks.at(index) else {
+                continue;
+            };
+            let Role::Pooled {
+                half_open_since, ..
+            } = sock.role
+            else {
+                continue;
+            };
+            match sock.tcp().state() {
+                State::Listen => {
+                    set_half_open(socks, index, ts);
+                    return Route::Socket(index);
+                }
+                State::SynReceived => {
+                    let since = half_open_since.unwrap_or(i64::MIN);
+                    if oldest.is_none_or(|(t, _)| since < t) {
+                        oldest = Some((since, index));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some((_, index)) = oldest.filter(|&(since, _)| ts.total_micros() - since >= min_age)
+        else {
+            // Every pool socket holds a connection that waits for accept, or a half-open one
+            // young enough that its peer may still answer: drop, as Linux does with a full
+            // queue; the client retransmits.
+            stats.syns_dropped += 1;
+            return Route::Drop;
+        };
+        // Evict silently (no RST: a half-open peer under a flood is usually spoofed), as
+        // Linux drops the oldest request when its SYN queue overflows without cookies.
+        if let Some((_, sock)) = socks.at_mut(index) {
+            if let Some(old) = sock.tuple.take() {
+                self.demux.remove(&old);
+            }
+            let s = sock.tcp_mut();
+            s.abort();
+            // Cannot fail: the socket is closed now and the port is non-zero. `listen` forgets
+            // the old peer, so the abort sends nothing.
+            let _ = s.listen(endpoint);
+        }
+        stats.half_open_evicted += 1;
+        set_half_open(socks, index, ts);
+        Route::Socket(index)
+    }
+}
+
+/// Records when a pool socket took a SYN (the eviction order).
+fn set_half_open(
+    socks: &mut super::slab::Slab<super::Sock>,
+    index: u32,
+    ts: smoltcp::time::Instant,
+) {
+    if let Some((_, sock)) = socks.at_mut(index) {
+        if let Role::Pooled {
+            half_open_since, ..
+        } = &mut sock.role
+        {
+            *half_open_since = Some(ts.total_micros());
+        }
+    }
+}
+
+/// A device that yields one already-received frame, so the host can look at a frame before
+/// smoltcp does and still hand it over without a copy.
+struct OneFrame<'f, 'c, T> {
+    frame: Option<&'f [u8]>,
+    meta: PacketMeta,
+    tx: Option<T>,
+    caps: &'c DeviceCapabilities,
+}
+
+struct FrameRx<'f> {
+    frame: &'f [u8],
+    meta: PacketMeta,
+}
+
+impl RxToken for FrameRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.frame)
+    }
+
+    fn meta(&self) -> PacketMeta {
+        self.meta
+    }
+}
+
+impl<'f, T: smoltcp::phy::TxToken> Device for OneFrame<'f, '_, T> {
+    type RxToken<'a>
+        = FrameRx<'f>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = T
+    where
+        Self: 'a;
+
+    fn receive(
+        &mut self,
+        _timestamp: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.frame.take()?;
+        let tx = self.tx.take()?;
+        Some((
+            FrameRx {
+                frame,
+                meta: self.meta,
+            },
+            tx,
+        ))
+    }
+
+    fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        // Ingress answers through the token that came with the frame; egress goes through the
+        // real device later in the same drive pass.
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
