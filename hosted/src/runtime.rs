@@ -9,7 +9,7 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use netpoll_core::sched::{Park, RunError};
-use netpoll_core::{Clock, Handle, Instant, JoinHandle, Scheduler};
+use netpoll_core::{Clock, Handle, Instant, JoinHandle, ReadinessSource, Scheduler};
 
 use crate::backend::KernelBackend;
 use crate::source::{EpollSource, PollStats, Poller};
@@ -195,67 +195,21 @@ impl Runtime {
     /// Inside, the free functions ([`spawn`], [`backend`], [`now`], [`sleep`]) use this runtime.
     ///
     /// # Panics
-    /// If epoll fails (the epoll descriptor is broken), or a task panics (on any worker: the
-    /// panic is re-raised here).
+    /// If epoll fails (see [`Runtime::try_block_on`], which returns that error instead), or a
+    /// task panics (on any worker: the panic is re-raised here).
     pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
-        let _enter = EnterGuard::enter(self.scheduler.handle(), &self.backend);
-        let _worker = self.park.register(0);
-        self.scheduler.prepare_workers();
-        let threads: Vec<_> = (1..self.scheduler.workers())
-            .map(|id| {
-                let worker = self.scheduler.worker(id);
-                let (handle, backend, park) = (
-                    self.scheduler.handle().clone(),
-                    self.backend.clone(),
-                    self.park.clone(),
-                );
-                std::thread::Builder::new()
-                    .name(format!("netpoll-worker-{id}"))
-                    .spawn(move || {
-                        let _enter = EnterGuard::enter(&handle, &backend);
-                        let _worker = park.register(id);
-                        match std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())) {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => {
-                                handle.poison();
-                                panic!("netpoll worker {id}: {e}");
-                            }
-                            Err(payload) => {
-                                // Go crashes on a panicking goroutine; we stop the runtime and
-                                // re-raise the panic from `block_on`.
-                                handle.poison();
-                                Err(payload)
-                            }
-                        }
-                    })
-                    .expect("spawn a netpoll worker thread")
-            })
-            .collect();
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.scheduler.try_block_on(future)));
-        if result.is_err() {
-            // A task panicked on this thread: stop the other workers before joining them.
-            self.scheduler.poison();
+        match self.try_block_on(future) {
+            Ok(v) => v,
+            Err(e) => panic!("netpoll runtime: epoll failed: {e} (try_block_on returns it)"),
         }
-        // `try_block_on` stopped the workers (or a worker poisoned the scheduler).
-        let mut worker_panic = None;
-        for t in threads {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(payload)) | Err(payload) => {
-                    worker_panic.get_or_insert(payload);
-                }
-            }
-        }
-        match result {
-            Ok(Ok(v)) => v,
-            Ok(Err(RunError::WorkerPanicked)) => match worker_panic {
-                Some(payload) => std::panic::resume_unwind(payload),
-                None => panic!("netpoll: a worker thread panicked"),
-            },
-            Ok(Err(e)) => panic!("netpoll scheduler: {e}"),
-            Err(payload) => std::panic::resume_unwind(payload),
-        }
+    }
+
+    /// [`Runtime::block_on`], but a failure of epoll, on any worker, stops the runtime and is
+    /// returned instead of panicking. A task's panic is still re-raised here.
+    pub fn try_block_on<F: Future>(&mut self, future: F) -> io::Result<F::Output> {
+        let (handle, backend) = (self.scheduler.handle().clone(), self.backend.clone());
+        let enter = move || EnterGuard::enter(&handle, &backend);
+        run_workers(&mut self.scheduler, &self.park, enter, future)
     }
 
     /// How many worker threads run tasks (including the one in `block_on`).
@@ -276,6 +230,68 @@ impl Runtime {
     /// Syscall counters of the poller.
     pub fn poll_stats(&self) -> &PollStats {
         self.scheduler.source().stats()
+    }
+}
+
+/// Runs `future` on `scheduler` as worker 0, its other workers on threads of their own (each
+/// calls `enter` first and keeps the guard while it runs). A source error on any worker is
+/// returned; a task's panic on any worker is re-raised here.
+fn run_workers<S, F, G>(
+    scheduler: &mut Scheduler<S>,
+    park: &Arc<ThreadPark>,
+    enter: impl Fn() -> G + Clone + Send + 'static,
+    future: F,
+) -> Result<F::Output, S::Error>
+where
+    S: ReadinessSource + Send + Sync + 'static,
+    S::Error: Send,
+    F: Future,
+{
+    let _enter = enter();
+    let _worker = park.register(0);
+    scheduler.prepare_workers();
+    let threads: Vec<_> = (1..scheduler.workers())
+        .map(|id| {
+            let worker = scheduler.worker(id);
+            let (handle, park, enter) = (scheduler.handle().clone(), park.clone(), enter.clone());
+            std::thread::Builder::new()
+                .name(format!("netpoll-worker-{id}"))
+                .spawn(move || {
+                    let _enter = enter();
+                    let _worker = park.register(id);
+                    // A source error is handed to worker 0 by `run` itself.
+                    std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())).inspect_err(|_| {
+                        // Go crashes on a panicking goroutine; we stop the runtime and
+                        // re-raise the panic from `block_on`.
+                        handle.poison();
+                    })
+                })
+                .expect("spawn a netpoll worker thread")
+        })
+        .collect();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| scheduler.try_block_on(future)));
+    if result.is_err() {
+        // A task panicked on this thread: stop the other workers before joining them.
+        scheduler.poison();
+    }
+    // `try_block_on` stopped the workers (or a worker poisoned the scheduler).
+    let mut worker_panic = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(payload)) | Err(payload) => {
+                worker_panic.get_or_insert(payload);
+            }
+        }
+    }
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(RunError::Source(e))) => Err(e),
+        Ok(Err(RunError::WorkerPanicked)) => match worker_panic {
+            Some(payload) => std::panic::resume_unwind(payload),
+            None => panic!("netpoll: a worker thread panicked"),
+        },
+        Err(payload) => std::panic::resume_unwind(payload),
     }
 }
 
@@ -362,6 +378,58 @@ mod tests {
                 w.wake();
             }
         }
+    }
+
+    /// Fails every poll made on a worker thread other than the caller's of `block_on`.
+    struct FailsOnWorkers;
+
+    struct NoNotify;
+
+    impl netpoll_core::Notifier for NoNotify {
+        fn notify(&self) {}
+    }
+
+    impl ReadinessSource for FailsOnWorkers {
+        type Error = io::Error;
+
+        fn poll(
+            &self,
+            timeout: Option<Duration>,
+            _: &mut dyn netpoll_core::Events,
+        ) -> io::Result<()> {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            if name.starts_with("netpoll-worker-") {
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
+            // Never blocks long, so no notifier is needed.
+            std::thread::sleep(timeout.map_or(Duration::from_millis(1), |t| {
+                t.min(Duration::from_millis(1))
+            }));
+            Ok(())
+        }
+
+        fn notifier(&self) -> Arc<dyn netpoll_core::Notifier> {
+            Arc::new(NoNotify)
+        }
+    }
+
+    /// A source error on a worker thread stops the runtime with that error (`try_block_on`),
+    /// where it used to panic the worker thread.
+    #[test]
+    fn a_source_error_on_a_worker_is_returned_not_panicked() {
+        let park = Arc::new(ThreadPark::default());
+        let mut sched =
+            Scheduler::with_workers(FailsOnWorkers, Arc::new(MonotonicClock), 2, park.clone());
+        let h = sched.handle().clone();
+        let r = run_workers(&mut sched, &park, || (), async move {
+            // Work for worker 1 (and so turns at the poll token) until it fails; bounded.
+            for _ in 0..5000 {
+                h.spawn(async {});
+                h.sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let e = r.expect_err("the source failed");
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
     }
 
     /// Tasks woken on a worker queue there (no per-wake hand-off); a backlog that outlasts

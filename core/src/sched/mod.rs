@@ -22,6 +22,8 @@
 //! tasks waiting up to a CPU time slice for a thread that the OS had not yet run.
 
 mod task;
+#[cfg(test)]
+mod tests;
 mod timer;
 
 pub use task::JoinHandle;
@@ -124,6 +126,9 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     /// A worker thread died (its task panicked): `block_on` stops with an error.
     poisoned: AtomicBool,
+    /// Another worker's poll of the source failed: `block_on` returns its error
+    /// (`Core::failure`).
+    failed: AtomicBool,
 }
 
 impl Shared {
@@ -569,9 +574,11 @@ impl Wake for MainWake {
 }
 
 /// The scheduler state shared by its workers.
-struct Core<S> {
+struct Core<S: ReadinessSource> {
     source: S,
     handle: Handle,
+    /// The first source error of a worker other than worker 0, for `try_block_on` to return.
+    failure: Mutex<Option<S::Error>>,
 }
 
 /// A scheduler over one readiness source: one worker (the thread in `block_on`), or several
@@ -641,11 +648,13 @@ impl<S: ReadinessSource> Scheduler<S> {
             poll_until: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         });
         Scheduler {
             core: Arc::new(Core {
                 source,
                 handle: Handle { shared },
+                failure: Mutex::new(None),
             }),
         }
     }
@@ -668,12 +677,10 @@ impl<S: ReadinessSource> Scheduler<S> {
     /// Re-arms the workers after a previous `block_on` stopped them. Call before starting the
     /// worker threads of a new `block_on`.
     pub fn prepare_workers(&self) {
-        // Release: pairs with the Acquire load in the worker loop.
-        self.core
-            .handle
-            .shared
-            .shutdown
-            .store(false, Ordering::Release);
+        let shared = &self.core.handle.shared;
+        // Release: pairs with the Acquire loads in the worker loop.
+        shared.shutdown.store(false, Ordering::Release);
+        shared.failed.store(false, Ordering::Release);
     }
 
     /// Marks the scheduler broken because a worker thread died (a task panicked on it); the
@@ -682,19 +689,21 @@ impl<S: ReadinessSource> Scheduler<S> {
         self.core.handle.poison();
     }
 
-    /// Runs `future` to completion, running spawned tasks, timers and I/O meanwhile.
+    /// Runs `future` to completion, running spawned tasks, timers and I/O meanwhile: the
+    /// `unwrap` of [`Scheduler::try_block_on`], for tests and examples.
     ///
     /// # Panics
-    /// If the readiness source fails (see [`Scheduler::try_block_on`]) or a task panics.
+    /// If the readiness source fails or a task panics. Programs that must outlive a failing
+    /// device or poller use [`Scheduler::try_block_on`].
     pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
         match self.try_block_on(future) {
             Ok(v) => v,
-            Err(e) => panic!("netpoll scheduler: {e}"),
+            Err(e) => panic!("netpoll scheduler: {e} (use try_block_on to handle it)"),
         }
     }
 
     /// Runs `future` to completion on this thread as worker 0; stops with an error if the
-    /// readiness source fails. When it returns, the other workers stop too.
+    /// readiness source fails, on any worker. When it returns, the other workers stop too.
     pub fn try_block_on<F: Future>(&mut self, future: F) -> Result<F::Output, RunError<S::Error>> {
         let shared = &self.core.handle.shared;
         let future = pin!(future);
@@ -751,8 +760,10 @@ impl<S: ReadinessSource> fmt::Debug for Worker<S> {
 }
 
 impl<S: ReadinessSource> Worker<S> {
-    /// Runs tasks, timers and I/O until the `block_on` in progress returns.
-    pub fn run(self) -> Result<(), RunError<S::Error>> {
+    /// Runs tasks, timers and I/O until the `block_on` in progress returns. If this worker's
+    /// poll of the readiness source fails, it hands the error to the thread in
+    /// [`Scheduler::try_block_on`], which returns it, and stops: an error never ends here.
+    pub fn run(self) {
         let mut worker = WorkerLoop {
             core: &self.core,
             id: self.id,
@@ -760,7 +771,8 @@ impl<S: ReadinessSource> Worker<S> {
             steal_from: self.id,
             tick: 0,
         };
-        worker.run::<core::future::Pending<()>>(None).map(|_| ())
+        // Only worker 0 returns an error; the others hand theirs over.
+        let _ = worker.run::<core::future::Pending<()>>(None);
     }
 }
 
@@ -768,7 +780,7 @@ impl<S: ReadinessSource> Worker<S> {
 type Main<'a, F> = (Pin<&'a mut F>, &'a Arc<MainWake>, &'a mut Context<'a>);
 
 /// One worker's loop state. Go: `schedule` / `findRunnable` on one M.
-struct WorkerLoop<'a, S> {
+struct WorkerLoop<'a, S: ReadinessSource> {
     core: &'a Core<S>,
     id: usize,
     events: Vec<(Key, Readiness)>,
@@ -799,6 +811,12 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
                 if self.shared().poisoned.load(Ordering::Acquire) {
                     return Err(RunError::WorkerPanicked);
                 }
+                // Acquire: pairs with the Release store in `source_failed`.
+                if self.shared().failed.load(Ordering::Acquire) {
+                    if let Some(e) = self.core.failure.lock().take() {
+                        return Err(RunError::Source(e));
+                    }
+                }
             } else if self.shared().shutdown.load(Ordering::Acquire) {
                 // Acquire: pairs with the Release stores in `try_block_on` and `poison`.
                 return Ok(None);
@@ -812,7 +830,9 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
                 if self.try_take_poll_token() {
                     let r = self.poll(Some(Duration::ZERO));
                     self.release_poll_token();
-                    r?;
+                    if let Err(e) = r {
+                        return self.source_failed(e, main.is_some());
+                    }
                 }
                 continue;
             }
@@ -824,11 +844,38 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             if self.try_take_poll_token() {
                 let r = self.poll_blocking(main_woken);
                 self.release_poll_token();
-                r?;
+                if let Err(e) = r {
+                    return self.source_failed(e, main.is_some());
+                }
                 continue;
             }
             self.park(main_woken);
         }
+    }
+
+    /// The source failed on this worker. Worker 0 returns the error; another worker records
+    /// it for worker 0 (which returns it from `try_block_on`), stops every worker and leaves.
+    fn source_failed<T>(
+        &self,
+        e: S::Error,
+        is_main: bool,
+    ) -> Result<Option<T>, RunError<S::Error>> {
+        if is_main {
+            return Err(RunError::Source(e));
+        }
+        let shared = self.shared();
+        {
+            let mut slot = self.core.failure.lock();
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        // Release: pairs with the Acquire loads in the worker loop (the error is published by
+        // the lock above).
+        shared.failed.store(true, Ordering::Release);
+        shared.shutdown.store(true, Ordering::Release);
+        shared.wake_all();
+        Ok(None)
     }
 
     fn try_take_poll_token(&self) -> bool {
@@ -962,7 +1009,7 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
 
     /// Blocks in the source until I/O, a timer or a wake-up, unless work arrived meanwhile.
     /// Go: `findRunnable`'s blocking `netpoll(delay)` after the "delicate dance".
-    fn poll_blocking(&mut self, main_woken: Option<&AtomicBool>) -> Result<(), RunError<S::Error>> {
+    fn poll_blocking(&mut self, main_woken: Option<&AtomicBool>) -> Result<(), S::Error> {
         let shared = &self.core.handle.shared;
         let slot = &shared.workers[self.id];
         // Idle: the busy period is over. Relaxed: only this worker's thread accesses it.
@@ -993,19 +1040,16 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
         // Ready the tasks only now that we are RUNNING again: waking them while still marked
         // POLLING would make every wake break a poll that already returned (an eventfd write
         // per poll).
-        r.map_err(RunError::Source)?;
+        r?;
         self.dispatch();
         Ok(())
     }
 
     /// Polls the source and readies the tasks of the edges found (Go: `netpoll` +
     /// `injectglist`): woken tasks go to this worker's queue (see [`Shared::push_task`]).
-    fn poll(&mut self, timeout: Option<Duration>) -> Result<(), RunError<S::Error>> {
+    fn poll(&mut self, timeout: Option<Duration>) -> Result<(), S::Error> {
         self.events.clear();
-        self.core
-            .source
-            .poll(timeout, &mut self.events)
-            .map_err(RunError::Source)?;
+        self.core.source.poll(timeout, &mut self.events)?;
         self.dispatch();
         Ok(())
     }
