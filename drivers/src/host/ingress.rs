@@ -6,7 +6,7 @@
 //! | frame | goes to |
 //! |---|---|
 //! | TCP, 4-tuple filed in the demux map | that socket (a SYN there draws smoltcp's challenge ACK, RFC 9293) |
-//! | SYN for a listener, new 4-tuple | a `LISTEN` socket of the listener's pool; if none, the oldest half-open one is evicted if it is older than twice the handshake time seen so far (a real peer would have answered; see `Listener::eviction_age`); otherwise the SYN is dropped and the client retransmits |
+//! | SYN for a listener, new 4-tuple | a `LISTEN` socket of the listener's pool; if none, a half-open one is evicted: first one whose SYN-ACK could not leave (its source address does not resolve: spoofed), else the oldest if it is older than twice the handshake time seen so far (a real peer would have answered; see `Listener::eviction_age`); otherwise the SYN is dropped and the client retransmits |
 //! | SYN for a 4-tuple in TIME-WAIT | the TIME-WAIT socket is reaped and the SYN treated as new (as Linux does) |
 //! | any other TCP, and everything else (ARP, NDP, ICMP) | smoltcp with no socket: it answers unknown TCP with RST, handles ARP/NDP itself |
 
@@ -150,6 +150,7 @@ impl Router {
         let min_age = l.eviction_age();
         // A free socket takes the SYN; else the oldest half-open one is evicted for it.
         let mut oldest: Option<(i64, u32)> = None;
+        let mut unanswerable = None;
         for &index in &l.pool {
             let Some(sock) = socks.at(index) else {
                 continue;
@@ -165,6 +166,7 @@ impl Router {
                     set_half_open(socks, index, ts);
                     return Route::Socket(index);
                 }
+                State::SynReceived if sock.stalled => unanswerable = Some(index),
                 State::SynReceived => {
                     let since = half_open_since.unwrap_or(i64::MIN);
                     if oldest.is_none_or(|(t, _)| since < t) {
@@ -174,8 +176,15 @@ impl Router {
                 _ => {}
             }
         }
-        let Some((_, index)) = oldest.filter(|&(since, _)| ts.total_micros() - since >= min_age)
-        else {
+        // First choice: a half-open socket whose SYN-ACK never left because its peer's
+        // address does not resolve (no ARP/NDP answer): the mark of a spoofed source; no real
+        // client loses anything. Else the oldest one, once older than a handshake takes.
+        let victim = unanswerable.or_else(|| {
+            oldest
+                .filter(|&(since, _)| ts.total_micros() - since >= min_age)
+                .map(|(_, i)| i)
+        });
+        let Some(index) = victim else {
             // Every pool socket holds a connection that waits for accept, or a half-open one
             // young enough that its peer may still answer: drop, as Linux does with a full
             // queue; the client retransmits.
@@ -188,6 +197,8 @@ impl Router {
             if let Some(old) = sock.tuple.take() {
                 self.demux.remove(&old);
             }
+            // Its entry on the host's stalled list, if any, is skipped when retried.
+            sock.forget_neighbor();
             let s = sock.tcp_mut();
             s.abort();
             // Cannot fail: the socket is closed now and the port is non-zero. `listen` forgets

@@ -107,6 +107,15 @@ impl Sock {
         self.set.get_mut::<tcp::Socket<'static>>(self.handle)
     }
 
+    /// Forgets the neighbor smoltcp's egress waits for: a recycled pool socket must not wait
+    /// out the silence left by a previous peer whose address never resolved. (The wait lives in
+    /// the socket set's per-socket metadata, which re-adding the socket resets.)
+    pub(crate) fn forget_neighbor(&mut self) {
+        let socket = self.set.remove(self.handle);
+        self.handle = self.set.add(socket);
+        self.stalled = false;
+    }
+
     /// The role, the smoltcp socket and the waker, borrowed together.
     pub(crate) fn parts(&mut self) -> (&mut Role, &mut tcp::Socket<'static>, &Waker) {
         (

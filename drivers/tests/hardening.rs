@@ -1,0 +1,287 @@
+//! Regression tests for the userspace engine under hostile input, on the in-memory wire in
+//! simulated time: late duplicate SYNs, spoofed SYN floods, half-open expiry, and per-frame
+//! cost with many connections held.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netpoll_drivers::smoltcp::phy::ChecksumCapabilities;
+use netpoll_drivers::smoltcp::socket::tcp::State;
+use netpoll_drivers::smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
+    Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+};
+use netpoll_drivers::{Side, WireDevice, WireNet};
+use netpoll_stack::{TcpListener, TcpStream};
+
+type B = netpoll_drivers::SmolBackend<WireDevice>;
+
+/// A SYN from `src:src_port` to host A's `port`, as a spoofing sender would forge it.
+fn spoofed_syn(src: Ipv4Address, src_port: u16, port: u16, isn: i32) -> Vec<u8> {
+    let dst = Ipv4Address::new(10, 0, 0, 1);
+    let tcp = TcpRepr {
+        src_port,
+        dst_port: port,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(isn),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0xee, 0, 0, (src_port >> 8) as u8, src_port as u8]),
+        dst_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x01]),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut f = EthernetFrame::new_unchecked(&mut buf);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &caps);
+    let mut t = TcpPacket::new_unchecked(p.payload_mut());
+    tcp.emit(&mut t, &src.into(), &dst.into(), &caps);
+    buf
+}
+
+/// Whether `frame` is a TCP SYN without ACK.
+fn is_syn(frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return false;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    if ip.next_header() != IpProtocol::Tcp {
+        return false;
+    }
+    TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.syn() && !t.ack())
+}
+
+async fn echo_once(conn: &TcpStream<B>, msg: &[u8]) {
+    conn.write_all(msg).await.expect("write");
+    let mut got = vec![0u8; msg.len()];
+    let mut n = 0;
+    while n < msg.len() {
+        match conn.read(&mut got[n..]).await {
+            Ok(0) => panic!("EOF after {n} of {} bytes", msg.len()),
+            Ok(k) => n += k,
+            Err(e) => panic!("read: {e} after {n} bytes"),
+        }
+    }
+    assert_eq!(got, msg);
+}
+
+/// An echo server: accepts forever, one task per connection.
+fn spawn_echo_server(h: &netpoll_core::Handle, listener: TcpListener<B>) {
+    let h2 = h.clone();
+    h.spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            h2.spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = conn.close().await;
+            });
+        }
+    });
+}
+
+/// A delayed copy of a connection's SYN reaches host A while the connection is established:
+/// it must go to that connection (which answers with a challenge ACK, RFC 9293), not to a free
+/// listening socket, whose SYN-ACK would make the peer's next segment draw a reset.
+#[test]
+fn late_duplicate_syn_does_not_reset_connections() {
+    const CONNS: usize = 20;
+    let mut net = WireNet::new();
+    let (a, b) = (net.a.clone(), net.b.clone());
+    let addr = net.addr_a(80);
+    let wire = net.wire.clone();
+    wire.capture(10_000);
+    let h = net.scheduler.handle().clone();
+    net.scheduler.block_on(async move {
+        let listener = TcpListener::bind_with_backlog(&a, addr, 64).unwrap();
+        spawn_echo_server(&h, listener);
+        let mut conns = Vec::new();
+        for _ in 0..CONNS {
+            conns.push(TcpStream::connect(&b, addr).await.unwrap());
+        }
+        for (i, c) in conns.iter().enumerate() {
+            echo_once(c, &[i as u8; 100]).await;
+        }
+        let syns: Vec<_> = wire
+            .take_captured()
+            .into_iter()
+            .filter(|(side, f)| *side == Side::A && is_syn(f))
+            .collect();
+        assert_eq!(syns.len(), CONNS, "one SYN per connection captured");
+        let rst_before = wire.stats().tcp_rst;
+        for (side, frame) in syns {
+            assert!(wire.inject(side, frame));
+        }
+        h.sleep(Duration::from_millis(50)).await;
+        for (i, c) in conns.iter().enumerate() {
+            echo_once(c, &[0x80 | i as u8; 300]).await;
+        }
+        assert_eq!(
+            wire.stats().tcp_rst,
+            rst_before,
+            "no connection was reset by its own duplicate SYN"
+        );
+        for c in conns {
+            c.close().await.unwrap();
+        }
+    });
+}
+
+/// 130 SYNs from addresses that never answer, against a backlog of 128: a real client still
+/// connects at once (a half-open socket that cannot even send its SYN-ACK is evicted for it),
+/// and every half-open socket is gone after `Config::half_open_timeout`.
+#[test]
+fn spoofed_syns_do_not_stop_accepting_and_expire() {
+    let mut net = WireNet::new();
+    let (a, b) = (net.a.clone(), net.b.clone());
+    let host_a = a.host().clone();
+    let addr = net.addr_a(80);
+    let wire = net.wire.clone();
+    let clock = net.clock.clone();
+    let h = net.scheduler.handle().clone();
+    net.scheduler.block_on(async move {
+        let listener = TcpListener::bind_with_backlog(&a, addr, 128).unwrap();
+        spawn_echo_server(&h, listener);
+        for i in 0..130u16 {
+            let src = Ipv4Address::new(10, 0, 0, 100 + (i % 100) as u8);
+            wire.inject(
+                Side::A,
+                spoofed_syn(src, 20_000 + i, 80, i32::from(i) * 7919),
+            );
+        }
+        h.sleep(Duration::from_millis(20)).await;
+        let half_open =
+            |states: Vec<State>| states.iter().filter(|s| **s == State::SynReceived).count();
+        let states = host_a.socket_states();
+        assert!(
+            half_open(states.clone()) >= 100,
+            "the pool is full of half-opens: {states:?} {:?}",
+            host_a.stats()
+        );
+        let start = clock.now();
+        let conn = TcpStream::connect(&b, addr).await.unwrap();
+        let took = clock.now() - start;
+        assert!(
+            took < Duration::from_millis(100),
+            "connect took {took:?} under 130 spoofed SYNs: {:?}",
+            host_a.stats()
+        );
+        echo_once(&conn, b"still serving").await;
+        h.sleep(Duration::from_secs(11)).await;
+        assert_eq!(
+            half_open(host_a.socket_states()),
+            0,
+            "half-open connections expired"
+        );
+        echo_once(&conn, b"and the real one survived").await;
+        conn.close().await.unwrap();
+    });
+}
+
+/// A flood of 100,000 spoofed SYNs at 100,000/s while 200 real clients connect: every client
+/// connects, the p99 of their connect times stays bounded, and within 5 s of the flood's end
+/// connects are immediate again.
+#[test]
+fn syn_flood_legitimate_clients_still_connect_and_server_recovers() {
+    const FLOOD: u32 = 100_000;
+    const PER_MS: u32 = 100;
+    const CLIENTS: usize = 200;
+    let mut net = WireNet::new();
+    let (a, b) = (net.a.clone(), net.b.clone());
+    let host_a = a.host().clone();
+    let addr = net.addr_a(80);
+    let wire = net.wire.clone();
+    let clock = net.clock.clone();
+    let h = net.scheduler.handle().clone();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let times2 = times.clone();
+    net.scheduler.block_on(async move {
+        let listener = TcpListener::bind_with_backlog(&a, addr, 128).unwrap();
+        spawn_echo_server(&h, listener);
+        let flood_wire = wire.clone();
+        let fh = h.clone();
+        let flood = h.spawn(async move {
+            let mut sent = 0u32;
+            while sent < FLOOD {
+                for _ in 0..PER_MS {
+                    let n = sent;
+                    let src = Ipv4Address::new(10, 0, 0, 10 + (n % 200) as u8);
+                    flood_wire.inject(
+                        Side::A,
+                        spoofed_syn(src, 1024 + (n % 60_000) as u16, 80, n as i32),
+                    );
+                    sent += 1;
+                }
+                fh.sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let mut clients = Vec::new();
+        for i in 0..CLIENTS {
+            let (b, clock, times, ch) = (b.clone(), clock.clone(), times2.clone(), h.clone());
+            clients.push(h.spawn(async move {
+                // Spread over the flood's first 800 ms.
+                ch.sleep(Duration::from_millis(4 * i as u64)).await;
+                let start = clock.now();
+                let conn = TcpStream::connect(&b, addr)
+                    .await
+                    .expect("connect under flood");
+                times.lock().unwrap().push(clock.now() - start);
+                echo_once(&conn, &[i as u8; 64]).await;
+                conn.close().await.unwrap();
+            }));
+        }
+        for c in clients {
+            c.await;
+        }
+        flood.await;
+        let flood_end = clock.now();
+        // Recovery: within 5 s of the flood's end a connect is immediate again.
+        h.sleep(Duration::from_secs(5)).await;
+        let start = clock.now();
+        let conn = TcpStream::connect(&b, addr).await.unwrap();
+        assert!(clock.now() - start < Duration::from_millis(50));
+        echo_once(&conn, b"recovered").await;
+        conn.close().await.unwrap();
+        assert!(clock.now() - flood_end < Duration::from_secs(6));
+    });
+    let mut t = times.lock().unwrap().clone();
+    t.sort();
+    assert_eq!(t.len(), CLIENTS, "every client connected");
+    let p50 = t[t.len() / 2];
+    let p99 = t[t.len() * 99 / 100];
+    let stats = host_a.stats();
+    println!("flood: connect p50 {p50:?}, p99 {p99:?}, {stats:?}");
+    assert!(
+        stats.half_open_evicted > 0,
+        "the flood cycled through the pool"
+    );
+    assert!(
+        p99 <= Duration::from_secs(1),
+        "connect p99 {p99:?} under the flood"
+    );
+}
