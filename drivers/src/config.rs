@@ -15,7 +15,8 @@ const MAX_BUFFER: usize = 1 << 30;
 /// How one smoltcp host (an `Interface` plus its sockets) is set up.
 ///
 /// Every field has a working default ([`Config::default`]): `10.0.0.1/24`, MAC
-/// `02:00:00:00:00:01`, MTU 1500, 64 KiB socket buffers, a backlog limit of 128.
+/// `02:00:00:00:00:01`, MTU 1500, 8 KiB receive and 4 KiB send buffers per socket (about
+/// 14 KiB per idle connection in all), a backlog limit of 128.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The Ethernet address (ignored on an IP-medium device). Must be unicast.
@@ -31,7 +32,10 @@ pub struct Config {
     /// [`crate::WireNet`], the TAP device). A [`crate::Host`] itself uses whatever its device
     /// reports.
     pub mtu: usize,
-    /// Receive buffer per TCP socket, in bytes (the largest window we advertise).
+    /// Receive buffer per TCP socket, in bytes (the largest window we advertise). smoltcp
+    /// allocates both buffers when the socket is created and cannot grow them, so they are
+    /// what an idle connection costs; raise them for bulk transfers over long paths (the
+    /// window bounds throughput to `rx_buffer / RTT`). See BENCHMARKS.md for the trade-off.
     pub rx_buffer: usize,
     /// Send buffer per TCP socket, in bytes.
     pub tx_buffer: usize,
@@ -71,8 +75,8 @@ impl Default for Config {
             gateway_v4: None,
             gateway_v6: None,
             mtu: 1500,
-            rx_buffer: 64 * 1024,
-            tx_buffer: 64 * 1024,
+            rx_buffer: 8 * 1024,
+            tx_buffer: 4 * 1024,
             max_backlog: 128,
             half_open_timeout: Duration::from_secs(10),
             congestion_control: CongestionControl::None,
