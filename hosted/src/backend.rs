@@ -183,7 +183,7 @@ impl SocketBackend for KernelBackend {
 
     fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<KernelSocket, ErrorKind> {
         let fd = sock::tcp_socket(&addr).map_err(|e| error_kind(&e))?;
-        // Go sets SO_REUSEADDR on listeners so listen-close-listen works (spec §6 #25).
+        // Go sets SO_REUSEADDR on listeners so listen-close-listen works.
         sock::set_reuseaddr(fd).map_err(|e| Self::fail(fd, e))?;
         sock::bind(fd, &addr).map_err(|e| Self::fail(fd, e))?;
         sock::listen(fd, backlog).map_err(|e| Self::fail(fd, e))?;

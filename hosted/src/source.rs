@@ -12,7 +12,7 @@ use crate::sys::epoll::{Epoll, EMPTY_EVENT};
 use crate::sys::eventfd::EventFd;
 
 /// The epoll user data of the eventfd. Generation 0 is never live (see [`Key::new`]), so this
-/// token can never collide with a socket's key (spec §7 #2); it is compared at full width.
+/// token can never collide with a socket's key; it is compared at full width.
 const WAKE_TOKEN: u64 = Key::new(u32::MAX, 0).to_u64();
 
 /// Events per `epoll_wait` (Go uses 128).
@@ -179,7 +179,7 @@ impl ReadinessSource for EpollSource {
                     self.poller.notifier.pending.store(false, Ordering::Release);
                 }
                 if flags != libc::EPOLLIN as u32 {
-                    // Go throws here; a diagnostic is sturdier across kernels (spec §7 #7).
+                    // Go throws here; a diagnostic is sturdier across kernels.
                     eprintln!("netpoll: eventfd ready for unexpected events {flags:#x}");
                 }
                 continue;

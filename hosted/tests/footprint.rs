@@ -1,4 +1,4 @@
-//! Guards the per-connection memory that issue 4's s4 benchmark measures (bytes of user-space
+//! Guards the per-connection memory that BENCHMARKS.md's s4 benchmark measures (bytes of user-space
 //! memory per idle connection): the sizes of the objects every connection owns and of the
 //! futures an idle connection's task holds. A change that grows one past its budget fails
 //! here, long before anyone reruns the benchmark; raise a budget only knowingly, and re-measure

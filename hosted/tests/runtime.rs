@@ -38,7 +38,7 @@ fn tasks_run_on_several_workers() {
 
 #[test]
 fn timers_fire_while_every_worker_is_busy() {
-    // Spec §7 #10/#11: timers must be serviced while all workers run CPU-bound (but
+    // Timers must be serviced while all workers run CPU-bound (but
     // yielding) tasks.
     let mut rt = two_workers();
     let late = rt.block_on(async {

@@ -1,15 +1,14 @@
 //! The task scheduler: run queues, timers and the poller loop (Go: `findRunnable`, `sysmon`,
 //! `wakeNetPoller`, `injectglist`), with one worker or several.
 //!
-//! Rules kept from spec §5.5:
+//! Rules kept from Go's scheduler:
 //! * One blocking poller at a time; it blocks only when nothing is runnable, with the earliest
 //!   timer as its timeout (`ReadinessSource::poll`).
 //! * Whoever readies a task, or adds a timer earlier than the poller's sleep, while the poller
 //!   is blocked calls the [`Notifier`] (Go: `wakeNetPoller`).
 //! * When busy, the loop still polls without blocking after every [`POLL_INTERVAL_TASKS`] tasks,
-//!   so I/O never starves behind runnable tasks (the `sysmon` role, spec §6 #58).
-//! * Woken tasks are queued before the waiter count drops (spec §7 #3); wakers run outside
-//!   every lock.
+//!   so I/O never starves behind runnable tasks (the `sysmon` role).
+//! * Woken tasks are queued before the waiter count drops; wakers run outside every lock.
 //!
 //! With several workers (Go's Ps), each has a local run queue, and a shared injection queue
 //! takes new tasks and wakes from other threads. A task woken on a worker thread (by the
@@ -17,7 +16,7 @@
 //! no other thread is woken for it (Go: `runqput` on the current P; tokio does the same). An
 //! idle worker is woken to steal only for a backlog that outlasts [`BACKLOG_WAIT`], and every
 //! worker steals before it blocks or parks (Go: `findRunnable`), so none sleeps while another
-//! (perhaps preempted by the OS) holds runnable tasks. Measured on 2 cores (issue 4): handing
+//! (perhaps preempted by the OS) holds runnable tasks. Measured on 2 cores: handing
 //! each woken task to the worker that last ran it cost a futex every ~10 messages and left
 //! tasks waiting up to a CPU time slice for a thread that the OS had not yet run.
 
@@ -53,7 +52,7 @@ pub const POLL_INTERVAL_TASKS: u32 = 61;
 /// How long a worker may run tasks without draining its queue before it wakes an idle worker
 /// to steal from it (see `Shared::help_with_backlog`). Half a millisecond: several times the
 /// wake-up latency of a parked thread, a twentieth of Go's 10 ms preemption bound. Measured on
-/// 2 cores (issue 4): 100 µs woke the idle worker for ordinary echo batches and cost 5–10% of
+/// 2 cores: 100 µs woke the idle worker for ordinary echo batches and cost 5–10% of
 /// the throughput; 500 µs and 1 ms were alike.
 pub const BACKLOG_WAIT: Duration = Duration::from_micros(500);
 
@@ -908,7 +907,7 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
                 }
                 TimerKind::Deadline(arm) => {
                     let Some(pd) = shared.pds.get(arm.key) else {
-                        continue; // Slot reused: stale timer (spec §6 #39).
+                        continue; // Slot reused: stale timer.
                     };
                     let fired = pd.deadline_fired(now, arm);
                     if let Some(rearm) = fired.rearm {

@@ -290,8 +290,8 @@ impl<T> fmt::Debug for JoinHandle<T> {
 mod tests {
     use super::*;
 
-    /// What a task adds around its future, which is stored inline (issue 4's s4 budget: every
-    /// idle connection is one task).
+    /// What a task adds around its future, which is stored inline (BENCHMARKS.md's s4
+    /// budget: every idle connection is one task).
     #[test]
     fn task_overhead_is_small() {
         type Fut = core::future::Ready<[u64; 7]>;

@@ -3,7 +3,7 @@
 //! Cancellation is lazy. A superseded deadline timer stays in the heap and is ignored when it
 //! fires (its `seq` no longer matches, Go: `rseq`); a deadline moved *later* keeps its pending
 //! timer, which re-arms itself when it fires. So each pollDesc direction has O(1) live entries
-//! however often its deadline changes (spec §6 #40), and a dropped sleep's entry is freed when
+//! however often its deadline changes, and a dropped sleep's entry is freed when
 //! its time comes.
 
 use alloc::collections::BinaryHeap;
