@@ -51,6 +51,7 @@ use netpoll_stack::{Error, SocketBackend, TcpListener, TcpStream};
 
 pub mod checked;
 pub mod hosted;
+pub mod sim;
 pub mod smoltcp;
 pub mod suite;
 pub mod tap;
@@ -80,6 +81,17 @@ pub trait Harness {
     where
         F: FnOnce(Env<Self::Backend>) -> Fut,
         Fut: Future<Output = ()>;
+
+    /// Runs one case: what [`conformance_suite!`] calls. The default is one [`run_case`]; a
+    /// harness may run the case several times (under several seeds, say).
+    fn run_case<F, Fut>(name: &'static str, body: F)
+    where
+        Self: Sized,
+        F: Fn(Env<Checked<Self::Backend>>) -> Fut + Copy,
+        Fut: Future<Output = ()>,
+    {
+        run_case::<Self, F, Fut>(name, body);
+    }
 }
 
 /// Runs one case on harness `H`, under the [`WATCHDOG`]. This is what [`conformance_suite!`]
@@ -539,7 +551,7 @@ macro_rules! conformance_suite {
         $(
             #[test]
             fn $case() {
-                $crate::run_case::<$harness, _, _>(
+                <$harness as $crate::Harness>::run_case(
                     stringify!($case),
                     $crate::suite::$module::$case,
                 );

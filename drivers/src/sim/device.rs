@@ -34,7 +34,9 @@ impl fmt::Debug for SimDevice {
 }
 
 impl SimDevice {
-    /// The port of host `host` on `switch`, with IP MTU `mtu`.
+    /// The port of host `host` on `switch`, with IP MTU `mtu`. [`SimNet`](crate::SimNet)
+    /// makes one per host; a second device for the same host takes frames from the same queue
+    /// (useful only to look at raw frames while no scheduler runs).
     ///
     /// # Panics
     ///
