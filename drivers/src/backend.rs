@@ -14,7 +14,8 @@
 //! Every operation that queues egress (write, connect, shutdown, close) or opens the receive
 //! window (a read that took data) runs a bounded `poll_egress` inline, so the segment leaves
 //! before the operation returns, and then wakes the poller after releasing the host lock, so
-//! it re-reads smoltcp's timers (DESIGN.md rule 5).
+//! it re-reads smoltcp's timers: a userspace send does not transmit by itself
+//! (`docs/userspace-engine.md`, "Nothing waits for a timer").
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -83,7 +84,7 @@ impl<D: Device> SmolBackend<D> {
 
     /// Runs `op` under the host lock. If `op` queued egress or opened the window, transmits at
     /// once (bounded egress, still under the lock) and then wakes the poller, which must
-    /// recompute its timeout: the segment just sent armed a retransmit timer (rule 5).
+    /// recompute its timeout: the segment just sent armed a retransmit timer (nothing waits for a timer).
     ///
     /// Transmitting inline, not only waking the poller, means a segment leaves before the
     /// operation returns even if the scheduler stops right after (a server task that closes
@@ -96,7 +97,7 @@ impl<D: Device> SmolBackend<D> {
             (r, core::mem::take(&mut inner.kick))
         };
         if kick {
-            // Rule 5: queued egress must not wait for an event that may never come. Wake the
+            // Queued egress must not wait for an event that may never come. Wake the
             // poller rather than transmit here: its next pass (a blocked poller now, else
             // within the scheduler's bounded poll interval) runs one egress for every socket
             // written meanwhile, where transmitting per write walked all sockets per write.
@@ -315,7 +316,7 @@ impl<D: Device> Inner<D> {
                 st.peer = Some(addr);
                 st.local = sk.local_endpoint().map(SocketAddr::from);
                 st.armed_write = true;
-                // The SYN must leave now (rule 5).
+                // The SYN must leave now (nothing waits for a timer).
                 *kick = true;
                 Err(TryError::WouldBlock)
             }
@@ -371,7 +372,7 @@ impl<D: Device> Inner<D> {
             }
             Ok(n) => {
                 // The window opened. When it had shrunk below half, the peer may be waiting
-                // for the update (rule 5); smaller openings ride on the next ACK or poll.
+                // for the update (nothing waits for a timer); smaller openings ride on the next ACK or poll.
                 kick = queued >= s.recv_capacity() / 2;
                 // Drained only in states where more data can still arrive and so raise an
                 // edge: smoltcp keeps data readable after a reset (CLOSED with a non-empty
@@ -423,7 +424,7 @@ impl<D: Device> Inner<D> {
                 Err(TryError::WouldBlock)
             }
             Ok(n) => {
-                // The data must leave now (rule 5).
+                // The data must leave now (nothing waits for a timer).
                 self.kick = true;
                 Ok(n)
             }

@@ -45,26 +45,38 @@
 //! sockets: re-registers the waker (smoltcp's registration is one-shot), updates the sticky
 //! flags (`fin`, `reset`, `refused`), and reports the edges a waiter armed for.
 //!
-//! Arming (spec §4.4, the "one-shot `netpollarm`" option): a direction is armed when an
+//! Arming (Go's one-shot `netpollarm` on systems without edge triggering): a direction is armed when an
 //! operation on it returned `WouldBlock`, and disarmed when its edge is reported. Every
 //! operation tries before it waits (C1), so an unarmed direction needs no report, and a socket
 //! that stays readable while nobody waits produces no stream of events (C3).
 //!
-//! Costs that remain linear, all inside smoltcp: its TCP demux walks every socket in the set for
-//! each incoming segment (`Interface::process_tcp`), `poll_egress` walks every socket, and
-//! `poll_delay` asks every socket for its next timer. A listener with backlog `n` adds `n`
-//! sockets to every walk.
+//! # Matching frames to sockets in O(1)
+//!
+//! smoltcp's `Interface` walks every socket of the set it is given: for each incoming segment
+//! (its TCP demux), for each egress pass, and for `poll_delay`. So every smoltcp socket here
+//! lives in a socket set of its own, and the host does the rest itself (see
+//! `docs/userspace-engine.md`):
+//!
+//! * **ingress**: each frame is parsed far enough to find its 4-tuple and looked up in a map;
+//!   smoltcp then sees the frame together with that one socket. A SYN reaches a listening
+//!   socket only for a 4-tuple that has no connection, so a late duplicate SYN draws its own
+//!   connection's challenge ACK (RFC 9293) instead of a second handshake.
+//! * **egress and timers**: each socket is filed in a timer queue under the instant smoltcp
+//!   next wants it (data to send, retransmission, delayed ACK, TIME-WAIT); a pass polls only
+//!   the due sockets.
+//!
+//! A frame thus costs O(log n) map and queue operations whatever the number of connections.
 //!
 //! # The listen backlog
 //!
 //! A listener is a pool of `backlog` smoltcp sockets listening on one port. A SYN takes a
 //! `LISTEN` socket of the pool; `accept` takes an established one and puts a fresh listening
-//! socket in its place. When no pool socket is in `LISTEN`, smoltcp itself would answer the
-//! next SYN with an RST (`process_tcp`: "The packet wasn't handled by a socket, send a TCP RST").
-//! The kernel drops such a SYN instead and the client retransmits, so the host looks at each
-//! incoming frame *before* smoltcp does and drops a connection request for a listener with no
-//! free socket (unless it is a retransmission that a pool socket in `SYN-RECEIVED` already
-//! owns). See [`HostStats::syns_dropped`].
+//! socket in its place. Half-open connections are bounded by the pool and expire
+//! ([`Config::half_open_timeout`]); when no pool socket is free, a new SYN evicts a half-open
+//! one whose SYN-ACK cannot even leave (its source never answers ARP: spoofed), else the oldest
+//! one once it is older than twice the handshake time seen so far, else it is dropped (never
+//! answered with an RST, as smoltcp alone would) and the client retransmits. See
+//! [`HostStats::syns_dropped`] and [`HostStats::half_open_evicted`].
 //!
 //! # Building a scheduler and backend by hand
 //!

@@ -1,4 +1,4 @@
-//! [`SmolSource`]: the `ReadinessSource` that drives smoltcp hosts (spec §4.4).
+//! [`SmolSource`]: the `ReadinessSource` that drives smoltcp hosts (Go: `netpoll`).
 //!
 //! `poll(timeout)`:
 //!
