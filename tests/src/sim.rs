@@ -1,7 +1,8 @@
 //! The smoltcp instance over an impaired simulated network: two smoltcp hosts on a
-//! [`SimNet`](netpoll_drivers::SimNet) switch (10.0.0.1 serves, 10.0.0.2 connects), one
-//! scheduler, simulated time, every link direction delayed, jittered, reordered and duplicated,
-//! and, for most cases, lossy and corrupting too. Each case runs under many seeds.
+//! [`netpoll_drivers::SimNet`] switch (10.0.0.1 serves, 10.0.0.2 connects), one scheduler,
+//! simulated time, every link direction delayed, jittered, reordered and duplicated, and lossy
+//! and corrupting too for the cases whose bounds allow it ([`NEEDS_LOSSLESS`] lists the
+//! others). Each case runs under many seeds.
 //!
 //! * `NETPOLL_SIM_SEEDS=n`: run each case under seeds `0..n` (default: 100 when `CI` is set,
 //!   as in `.ci/run`; 10 otherwise).

@@ -2,12 +2,12 @@
 //! one thread, simulated time, seeded impairments per link direction.
 //!
 //! The idea is turmoil's, with a real TCP stack underneath: your server and client run on the
-//! normal [`TcpListener`](netpoll_stack::TcpListener) / [`TcpStream`](netpoll_stack::TcpStream)
-//! API over [`SmolBackend`]s, while the [`SimSwitch`] loses, delays, reorders, duplicates and
-//! corrupts their frames, partitions links or holds them. Nothing reads a real clock: when every
-//! task is parked, the [`SimWaiter`] advances the [`SimClock`] straight to the next timer or
-//! frame delivery, so a 30 s partition costs microseconds and TCP's 1 s minimum retransmission
-//! timeout costs nothing.
+//! normal `netpoll_stack::{TcpListener, TcpStream}` API over [`SmolBackend`]s, while the
+//! [`SimSwitch`] loses, delays, reorders, duplicates and corrupts their frames, partitions
+//! links or holds them. Nothing reads a real clock: when every task is parked, the
+//! [`SimWaiter`] advances the [`SimClock`] straight to the next timer or frame delivery, so a
+//! 30 s partition costs microseconds and TCP's 1 s minimum retransmission timeout costs
+//! nothing.
 //!
 //! **Determinism**: every random choice comes from the seed given to the builder (the links'
 //! fault generators and each host's TCP initial sequence numbers), the scheduler runs tasks in
