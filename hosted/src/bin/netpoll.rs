@@ -49,9 +49,9 @@ ECHO OPTIONS:
                       [default: 10.7.0.2/24]; --listen must use this address or 0.0.0.0
     --gateway IP      smoltcp's default IPv4 route (tap backend) [default: none]
     --rx-buf BYTES    smoltcp's receive buffer per TCP socket, 1024 to 16777216 (tap backend)
-                      [default: 65536]
+                      [default: netpoll_drivers::Config's, 8192]
     --tx-buf BYTES    smoltcp's send buffer per TCP socket, 1024 to 16777216 (tap backend)
-                      [default: 65536]
+                      [default: netpoll_drivers::Config's, 4096]
     --backlog N       Listen backlog, 1 to 65535 [default: 128]; with the tap backend the
                       accept pool: N smoltcp sockets with both buffers allocated up front
                       (at most 1 GiB in all)
@@ -96,9 +96,6 @@ struct EchoOptions {
     tx_buf: Option<usize>,
     backlog: Option<u32>,
 }
-
-/// The smoltcp socket buffer size when `--rx-buf` / `--tx-buf` are not given.
-const DEFAULT_SOCKET_BUF: usize = 64 * 1024;
 
 /// The most memory the tap backend's accept pool may preallocate (`--backlog` times both
 /// buffers).
@@ -249,8 +246,9 @@ fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
     }
     if opts.backend == Backend::Tap {
         let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG) as usize;
+        let defaults = Config::default();
         let per_socket =
-            opts.rx_buf.unwrap_or(DEFAULT_SOCKET_BUF) + opts.tx_buf.unwrap_or(DEFAULT_SOCKET_BUF);
+            opts.rx_buf.unwrap_or(defaults.rx_buffer) + opts.tx_buf.unwrap_or(defaults.tx_buffer);
         if backlog * per_socket > MAX_POOL_BYTES {
             return Err(format!(
                 "--backlog {backlog} with {per_socket} bytes of buffers per socket would \
@@ -681,8 +679,12 @@ fn run_echo(opts: EchoOptions) -> Result<(), String> {
                 EthernetAddress([0x02, 0x6e, 0x70, 0x00, 0x00, 0x01]),
             );
             config.gateway_v4 = opts.gateway;
-            config.rx_buffer = opts.rx_buf.unwrap_or(DEFAULT_SOCKET_BUF);
-            config.tx_buffer = opts.tx_buf.unwrap_or(DEFAULT_SOCKET_BUF);
+            if let Some(n) = opts.rx_buf {
+                config.rx_buffer = n;
+            }
+            if let Some(n) = opts.tx_buf {
+                config.tx_buffer = n;
+            }
             if let Some(n) = opts.backlog {
                 config.max_backlog = config.max_backlog.max(n);
             }
@@ -807,7 +809,16 @@ mod tests {
             assert_eq!(parse_err(list), want, "{list:?}");
         }
         // 65535 pool sockets of 128 KiB each would be 8 GiB.
-        let e = parse_err(&["--backend", "tap", "--backlog", "65535"]);
+        let e = parse_err(&[
+            "--backend",
+            "tap",
+            "--backlog",
+            "65535",
+            "--rx-buf",
+            "65536",
+            "--tx-buf",
+            "65536",
+        ]);
         assert!(
             e.starts_with("--backlog 65535 with 131072 bytes of buffers per socket"),
             "{e}"
