@@ -104,7 +104,13 @@ fn run(name: &str, conns: usize, bytes: usize, seed: u64, tune: impl Fn(&mut Con
             }
         });
         let tasks: Vec<_> = (0..conns)
-            .map(|i| h.spawn(client(b.clone(), addr, random_bytes(bytes, seed ^ i as u64))))
+            .map(|i| {
+                h.spawn(client(
+                    b.clone(),
+                    addr,
+                    random_bytes(bytes, seed ^ i as u64),
+                ))
+            })
             .collect();
         let mut ok = true;
         for t in tasks {
