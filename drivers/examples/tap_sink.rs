@@ -4,8 +4,8 @@
 //!
 //! The same modes as `raw_benchmark` (smoltcp alone), written as a netpoll application:
 //! an accept loop and one task per connection over `TcpListener` / `TcpStream`, on `TapNet`
-//! with the configuration `netpoll echo --backend tap` uses (64 KiB socket buffers, backlog
-//! 128, MTU 1500):
+//! with the configuration `netpoll echo --backend tap` uses (64 KiB socket buffers unless
+//! `--rx-buf` / `--tx-buf` say otherwise, backlog 128, MTU 1500):
 //!
 //! * `sink`: reads `--buf` bytes at a time and verifies the bulk pattern; after the client's
 //!   FIN, answers `OK <bytes>\n` and closes;
@@ -51,12 +51,57 @@ OPTIONS:
     --mode MODE         sink | source | echo [default: sink]
     --buf BYTES         Bytes per read (sink, echo) or write (source) [default: 65536]
     --backlog N         Listen backlog: smoltcp sockets in the accept pool [default: 128]
+    --rx-buf BYTES      smoltcp's receive buffer per TCP socket, 1024 to 16777216
+                        [default: 65536, as `netpoll echo`]
+    --tx-buf BYTES      smoltcp's send buffer per TCP socket, 1024 to 16777216
+                        [default: 65536, as `netpoll echo`]
     --exit-after SECS   Exit after this long (0: never) [default: 0]
 ";
 
+/// The socket buffer sizes when `--rx-buf` / `--tx-buf` are not given: those of
+/// `netpoll echo --backend tap`, whatever `Config::default` says.
+const DEFAULT_SOCKET_BUF: usize = 64 * 1024;
+
+/// smoltcp's buffers per TCP socket (`--rx-buf`, `--tx-buf`).
+#[derive(Debug, Clone, Copy)]
+struct SocketBuffers {
+    rx: usize,
+    tx: usize,
+}
+
+/// Takes `--rx-buf` / `--tx-buf` out of `args` (the other options are `bench_support`'s,
+/// shared with `raw_benchmark`, which has no such options).
+fn take_socket_buffers(args: &[String]) -> Result<(SocketBuffers, Vec<String>), String> {
+    let mut bufs = SocketBuffers {
+        rx: DEFAULT_SOCKET_BUF,
+        tx: DEFAULT_SOCKET_BUF,
+    };
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let slot = match arg.as_str() {
+            "--rx-buf" => &mut bufs.rx,
+            "--tx-buf" => &mut bufs.tx,
+            _ => {
+                rest.push(arg.clone());
+                continue;
+            }
+        };
+        let v = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        *slot = match v.parse::<usize>() {
+            Ok(n @ 1024..=16_777_216) => n,
+            _ => return Err(format!("{arg} {v:?}: a byte count from 1024 to 16777216")),
+        };
+    }
+    Ok((bufs, rest))
+}
+
 /// Parses the command line (shared with the other benchmark server: `bench_support`).
-fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
-    Options::defaults(Mode::Sink, 64 * 1024).parse(args)
+fn parse_args(args: &[String]) -> Result<Option<(Options, SocketBuffers)>, String> {
+    let (bufs, rest) = take_socket_buffers(args)?;
+    Ok(Options::defaults(Mode::Sink, 64 * 1024)
+        .parse(&rest)?
+        .map(|o| (o, bufs)))
 }
 
 type Stream = TcpStream<SmolBackend<TapDevice>>;
@@ -117,12 +162,14 @@ async fn echo(conn: Stream, buf_size: usize) {
     let _ = conn.close().await;
 }
 
-fn run(o: Options) -> Result<(), String> {
-    let config = Config::with_address(
+fn run(o: Options, bufs: SocketBuffers) -> Result<(), String> {
+    let mut config = Config::with_address(
         o.cidr,
         // The MAC `netpoll echo --backend tap` uses.
         EthernetAddress([0x02, 0x6e, 0x70, 0x00, 0x00, 0x01]),
     );
+    config.rx_buffer = bufs.rx;
+    config.tx_buffer = bufs.tx;
     let mut net =
         TapNet::open(&o.tap, config).map_err(|e| format!("TAP device {:?}: {e}", o.tap))?;
     let backend = net.backend.clone();
@@ -134,8 +181,9 @@ fn run(o: Options) -> Result<(), String> {
         let listener = TcpListener::bind_with_backlog(&backend, addr, backlog)
             .map_err(|e| format!("{addr}: {e}"))?;
         eprintln!(
-            "tap_sink: listening on {addr} (mode {mode:?}, backlog {backlog}, TAP {})",
-            o.tap
+            "tap_sink: listening on {addr} (mode {mode:?}, backlog {backlog}, socket buffers \
+             {} rx + {} tx, TAP {})",
+            bufs.rx, bufs.tx, o.tap
         );
         if !exit_after.is_zero() {
             let h = handle.clone();
@@ -175,7 +223,7 @@ fn main() -> ExitCode {
             eprintln!("tap_sink: {e}");
             ExitCode::from(2)
         }
-        Ok(Some(o)) => match run(o) {
+        Ok(Some((o, bufs))) => match run(o, bufs) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tap_sink: {e}");

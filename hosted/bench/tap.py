@@ -47,7 +47,20 @@ Options: --rounds N (3), --duration SECS (3), --warmup SECS (0.5, echo workloads
 rest of the machine used more than PCT% of a core is repeated, and left out of the medians if
 it stays disturbed, --no-build, --pin auto|split|same|none (auto: server and client on a
 core each, except echo1 where they share one: see pin_of), --profile (perf record of
-netpoll-tap and raw in extra runs, not in the tables), --note TEXT, --out PATH.
+netpoll-tap and raw in extra runs, not in the tables), --note TEXT, --out PATH,
+--servers raw,netpoll-tap,netpoll-veth (which servers to run; default all),
+--ns-prefix NAME (the namespaces' names start with it; default $TAPBENCH_NS_PREFIX or
+nptapbench, so that two runs on one machine are told apart by name).
+
+Socket buffer comparison: --buffers RX/TX[,RX/TX...] (bytes, e.g. 65536/65536,8192/4096) runs
+netpoll-tap once per pair, as servers named netpoll-tap@64K/64K..., passing --rx-buf/--tx-buf
+to `netpoll echo` (bulk, echo) and to tap_sink (rx, tx, the diagnostic), interleaved like
+any other servers. It writes (or replaces) the section "## Userspace engine: socket buffer
+sizes vs bulk throughput" instead of the TAP section, with the ratios to the first pair;
+raw JSON lines to target/bench/tap-buffers-results.jsonl.
+
+    sudo python3 hosted/bench/tap.py --servers netpoll-tap --workloads bulk,rx,tx \
+        --buffers 65536/65536,8192/4096,16384/16384,32768/8192
 
 Needs root (namespaces, TAP), iproute2, python3. Only the standard library; every child has a
 timeout; only processes this script started are signalled; only its own namespaces deleted.
@@ -108,6 +121,7 @@ PORT = 9009
 SERVER_LIFETIME_S = 120
 
 SECTION = "## TAP (issue 3)"
+BUFFERS_SECTION = "## Userspace engine: socket buffer sizes vs bulk throughput"
 TAP_NOTES_MARKER = ("<!-- hand-written notes below this line, up to the next level-2 heading, "
                     "are kept by hosted/bench/tap.py -->")
 
@@ -158,9 +172,9 @@ def build(no_build: bool) -> dict[str, Path]:
 class Netns:
     """The two namespaces of the run and the veth between them; delete() removes both."""
 
-    def __init__(self):
+    def __init__(self, prefix: str = "nptapbench"):
         tag = f"{os.getpid()}-{int(time.time()) % 100000}"
-        self.c, self.s = f"nptapbench-c-{tag}", f"nptapbench-s-{tag}"
+        self.c, self.s = f"{prefix}-c-{tag}", f"{prefix}-s-{tag}"
         self.made: list[str] = []
 
     def create(self) -> None:
@@ -238,8 +252,32 @@ def pin_cmd(pin: str, role: str) -> list[str]:
     return ["taskset", "-c", "1" if pin == "split" and role == "server" else "0"]
 
 
+def size_text(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def buffers_server(rx: int, tx: int) -> str:
+    """The name of netpoll-tap with these socket buffers (--buffers)."""
+    return f"netpoll-tap@{size_text(rx)}/{size_text(tx)}"
+
+
+def parse_buffers(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        m = re.fullmatch(r"(\d+)/(\d+)", item)
+        if not m or not all(1024 <= int(v) <= 16 << 20 for v in m.groups()):
+            sys.exit(f"tap-bench: --buffers {item!r}: RX/TX in bytes, each 1024..16777216")
+        pairs.append((int(m[1]), int(m[2])))
+    return pairs
+
+
 def server_cmd(server: str, wl: dict, bins: dict, ns: Netns, pin: str) -> list[str]:
     tap = ["--tap", TAP, "--addr", f"{SMOL}/24"]
+    # netpoll-tap@RX/TX (--buffers): netpoll-tap with these smoltcp socket buffers.
+    server, _, bufs = server.partition("@")
+    if bufs:
+        rx, tx = BUFFER_SIZES[bufs]
+        tap += ["--rx-buf", str(rx), "--tx-buf", str(tx)]
     if server == "netpoll-veth":
         cmd = ["ip", "netns", "exec", ns.s, str(bins["netpoll"]), "echo", "--listen",
                f"{VETH_S_ADDR}:{PORT}", "--buf", str(wl["buf"]), "--quiet",
@@ -259,6 +297,10 @@ def server_cmd(server: str, wl: dict, bins: dict, ns: Netns, pin: str) -> list[s
         cmd = ["ip", "netns", "exec", ns.c, str(bins["netpoll"]), "echo", "--backend", "tap",
                *tap, "--listen", f"{SMOL}:{PORT}", "--buf", str(wl["buf"]), "--quiet"]
     return pin_cmd(pin, "server") + cmd
+
+
+# "RXK/TXK" (as in the server names) -> (rx, tx) bytes, filled from --buffers.
+BUFFER_SIZES: dict[str, tuple[int, int]] = {}
 
 
 def client_cmd(server: str, wl: dict, bins: dict, ns: Netns, args, pid: int, label: str,
@@ -375,15 +417,16 @@ def kernel_settings(ns: Netns) -> str:
     return f"kernel TCP congestion control {cc}; veth offloads (TSO/GSO) at the kernel defaults"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replaces the generated part of the TAP section (or appends the section), keeping the rest
-    of the file and the notes below TAP_NOTES_MARKER."""
+def write_section(path: Path, text: str, heading: str = SECTION) -> None:
+    """Replaces the generated part of the section `heading` (or appends the section), keeping
+    the rest of the file and the notes below TAP_NOTES_MARKER. The file is read right before
+    it is written, so that sections others added meanwhile are kept."""
     old = path.read_text() if path.exists() else ""
-    if SECTION in old:
-        start = old.index(SECTION)
+    if heading in old:
+        start = old.index(heading)
         rest = old[start:]
-        nxt = re.search(r"^## ", rest[len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(old)
+        nxt = re.search(r"^## ", rest[len(heading):], re.M)
+        end = start + len(heading) + nxt.start() if nxt else len(old)
         section = old[start:end]
         notes = section[section.index(TAP_NOTES_MARKER):] if TAP_NOTES_MARKER in section \
             else TAP_NOTES_MARKER + "\n"
@@ -392,6 +435,68 @@ def write_section(path: Path, text: str) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n" + TAP_NOTES_MARKER + "\n"
     path.write_text(new)
+
+
+def report_buffers(args, mach, results, started, load0, load1, elapsed, failures,
+                   repeats) -> str:
+    """The socket buffer comparison (--buffers): netpoll-tap per buffer pair, ratios to the
+    first pair."""
+    out: list[str] = []
+    w = out.append
+    base = args.buffer_servers[0]
+    cmd = "sudo python3 hosted/bench/tap.py" + (" " + " ".join(args.argv) if args.argv else "")
+    w(BUFFERS_SECTION + "\n")
+    w("Generated by `hosted/bench/tap.py --buffers`: netpoll on smoltcp over TAP "
+      "(`netpoll echo --backend tap` for bulk echo, `drivers/examples/tap_sink.rs` for rx and "
+      "tx) with smoltcp socket buffers of each size (`--rx-buf`/`--tx-buf`, per connection), "
+      "interleaved round by round (the order rotating), a fresh server process per "
+      "measurement; otherwise the setup of the TAP section.\n")
+    if args.note:
+        w(f"> **Note:** {args.note}\n")
+    w(f"```sh\n{cmd}\n```\n")
+    w(f"- {mach['nproc']} CPUs: {mach['cpu']}; Linux {mach['kernel']}; {mach['rustc']}; "
+      f"commit {mach['commit']}")
+    w(f"- started {started} UTC; took {elapsed:.0f} s; load average at start {load0}, at end "
+      f"{load1}; {args.rounds} rounds × {args.duration:g} s; "
+      + "; ".join(f"{w} {PIN_TEXT[pin_of(args, WORKLOADS[w])]}" for w in args.workloads))
+    w(f"- runs during which the rest of the machine used more than {args.max_others:g}% of a "
+      f"core repeated (up to {args.attempts} attempts): {repeats} repeats; runs left out: "
+      f"{sum(1 for r in results if r.get('ok') and not r.get('clean', True))}\n")
+    w(f"| workload | socket buffers (rx + tx) | rate, median [min–max] | server CPU | "
+      f"vs {base.partition('@')[2]}, median of per-round ratios [range] |")
+    w("|---|---|---|---|---|")
+    for wname in args.workloads:
+        wl = WORKLOADS[wname]
+        for i, s in enumerate(wl["servers"]):
+            rx, tx = BUFFER_SIZES[s.partition("@")[2]]
+            title = f"{wname}: {wl['title']}" if i == 0 else ""
+            bufs = f"{size_text(rx)} + {size_text(tx)}"
+            rs = [r for r in results if r["workload"] == wname and r["server"] == s
+                  and usable(r)]
+            if not rs:
+                w(f"| {title} | {bufs} | no undisturbed run | | |")
+                continue
+            rate = cell([r.get(wl["key"]) for r in rs], 1 if wl["unit"] == "MB/s" else 0)
+            cpu = cell([r.get("server_cpu_pct") for r in rs], 0)
+            ratio = "1" if s == base else ratio_cell(results, wname, s, base)
+            w(f"| {title} | {bufs} | {rate} {wl['unit']} | {cpu}% | {ratio} |")
+    w("")
+    if failures:
+        w(f"**{len(failures)} measurement(s) failed:**\n")
+        for f in failures[:10]:
+            w(f"- {f}")
+        w("")
+    w("<details><summary>Every run</summary>\n")
+    w("| round | workload | server | ok | rate | server CPU % | others % | attempt | error |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        wl = WORKLOADS[r["workload"]]
+        w(f"| {r['round']} | {r['workload']} | {r['server']} | {'yes' if r.get('ok') else 'no'} "
+          f"| {fmt(r.get(wl['key']))} {wl['unit']} | {fmt(r.get('server_cpu_pct'), 0)} | "
+          f"{fmt(r.get('others_pct'), 0)}{'' if r.get('clean', True) else ' (left out)'} | "
+          f"{r.get('attempt', 1)} | {(r.get('error') or '')[:80]} |")
+    w("\n</details>\n")
+    return "\n".join(out)
 
 
 def report(args, mach, results, profiles, syscalls, started, load0, load1, elapsed, kset,
@@ -526,6 +631,9 @@ def main() -> int:
     ap.add_argument("--max-others", type=float, default=20.0)
     ap.add_argument("--note", default="")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    ap.add_argument("--servers", default=",".join(ALL))
+    ap.add_argument("--buffers", default="")
+    ap.add_argument("--ns-prefix", default=os.environ.get("TAPBENCH_NS_PREFIX", "nptapbench"))
     argv = sys.argv[1:]
     args = ap.parse_args()
     args.argv = argv
@@ -533,6 +641,32 @@ def main() -> int:
     for wname in args.workloads:
         if wname not in WORKLOADS:
             sys.exit(f"tap-bench: unknown workload {wname!r} (known: {', '.join(WORKLOADS)})")
+    chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not chosen or any(s not in SERVERS for s in chosen):
+        sys.exit(f"tap-bench: --servers: some of {', '.join(ALL)}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}", args.ns_prefix):
+        sys.exit("tap-bench: --ns-prefix: up to 31 letters, digits, '_', '.', '-'")
+    args.buffers = parse_buffers(args.buffers)
+    if args.profile and (args.buffers or sorted(chosen) != sorted(ALL)):
+        sys.exit("tap-bench: --profile needs every server and no --buffers")
+    if args.buffers:
+        if "netpoll-tap" not in chosen:
+            sys.exit("tap-bench: --buffers needs netpoll-tap among --servers")
+        for rx, tx in args.buffers:
+            name = buffers_server(rx, tx)
+            BUFFER_SIZES[name.partition("@")[2]] = (rx, tx)
+            SERVERS[name] = f"netpoll on smoltcp (TAP), {size_text(rx)} rx + {size_text(tx)} tx"
+    args.buffer_servers = [buffers_server(rx, tx) for rx, tx in args.buffers]
+    # The servers each workload runs, in this run: netpoll-tap once per --buffers pair.
+    for wname in args.workloads:
+        wl = WORKLOADS[wname]
+        expanded: list[str] = []
+        for s in wl["servers"]:
+            if s in chosen:
+                expanded += args.buffer_servers if s == "netpoll-tap" and args.buffers else [s]
+        if not expanded:
+            sys.exit(f"tap-bench: workload {wname} runs none of --servers {args.servers}")
+        wl["servers"] = expanded
     if not (1 <= args.rounds <= 20 and 0.5 <= args.duration <= 60 and 0 <= args.warmup < 10
             and 1 <= args.attempts <= 10 and args.max_others > 0):
         sys.exit("tap-bench: --rounds 1..20, --duration 0.5..60, --warmup 0..10, "
@@ -550,7 +684,8 @@ def main() -> int:
     bins = build(args.no_build)
     outdir = REPO / "target" / "bench"
     outdir.mkdir(parents=True, exist_ok=True)
-    rawlog = open(outdir / "tap-results.jsonl", "w")
+    rawlog_name = "tap-buffers-results.jsonl" if args.buffers else "tap-results.jsonl"
+    rawlog = open(outdir / rawlog_name, "w")
     mach = suite.machine()
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     load0 = suite.loadavg()
@@ -559,7 +694,7 @@ def main() -> int:
     failures: list[str] = []
     profiles: dict[str, str] = {}
     syscalls: dict[str, dict] = {}
-    ns = Netns()
+    ns = Netns(args.ns_prefix)
     servers: list[Server] = []
     repeats = 0
 
@@ -617,7 +752,7 @@ def main() -> int:
                                 not res.get("ok") or
                                 this.get("others_pct", 0) < res.get("others_pct", 0))):
                             res = this
-                        if not this.get("ok") or this["clean"]:
+                        if not this.get("ok") or this["clean"] or attempt == args.attempts:
                             break
                         log(f"round {rnd} {wname} {server}: other processes used "
                             f"{this['others_pct']:.0f}% of a core; again in 5 s")
@@ -672,11 +807,16 @@ def main() -> int:
         rawlog.close()
 
     elapsed = time.monotonic() - t0
-    text = report(args, mach, results, profiles, syscalls, started, load0, suite.loadavg(),
-                  elapsed, kset, failures, repeats)
-    write_section(Path(args.out), text)
-    log(f"wrote the TAP section of {args.out} ({elapsed:.0f} s); raw results in "
-        f"{outdir / 'tap-results.jsonl'}")
+    if args.buffers:
+        text = report_buffers(args, mach, results, started, load0, suite.loadavg(), elapsed,
+                              failures, repeats)
+        write_section(Path(args.out), text, BUFFERS_SECTION)
+    else:
+        text = report(args, mach, results, profiles, syscalls, started, load0,
+                      suite.loadavg(), elapsed, kset, failures, repeats)
+        write_section(Path(args.out), text)
+    log(f"wrote the {'buffers' if args.buffers else 'TAP'} section of {args.out} "
+        f"({elapsed:.0f} s); raw results in {outdir / rawlog_name}")
     print(text)
     return 1 if failures else 0
 
