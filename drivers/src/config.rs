@@ -44,7 +44,8 @@ pub struct Config {
     pub max_backlog: u32,
     /// How long a half-open connection (SYN-RECEIVED) may wait for its peer's next segment
     /// before it is dropped and its pool socket listens again: smoltcp resends the SYN-ACK at
-    /// 1, 3 and 7 s, so the default of 10 s allows three retries (Linux: `tcp_synack_retries`).
+    /// 1, 3, 7 and 15 s, so the default of 30 s allows four retries (Linux: `tcp_synack_retries`,
+    /// five retries, about 63 s).
     /// Independently, a SYN that finds no free pool socket evicts the oldest half-open one.
     pub half_open_timeout: Duration,
     /// Congestion control of each socket (smoltcp's `None`, `Reno` or `Cubic`).
@@ -78,7 +79,7 @@ impl Default for Config {
             rx_buffer: 8 * 1024,
             tx_buffer: 4 * 1024,
             max_backlog: 128,
-            half_open_timeout: Duration::from_secs(10),
+            half_open_timeout: Duration::from_secs(30),
             congestion_control: CongestionControl::None,
             timestamps: false,
             ingress_budget: 64,

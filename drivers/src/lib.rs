@@ -74,7 +74,8 @@
 //! socket in its place. Half-open connections are bounded by the pool and expire
 //! ([`Config::half_open_timeout`]); when no pool socket is free, a new SYN evicts a half-open
 //! one whose SYN-ACK cannot even leave (its source never answers ARP: spoofed), else the oldest
-//! one once it is older than twice the handshake time seen so far, else it is dropped (never
+//! one once it is older than twice the handshake time seen so far and than its first SYN-ACK
+//! retransmission (1 s), else it is dropped (never
 //! answered with an RST, as smoltcp alone would) and the client retransmits. See
 //! [`HostStats::syns_dropped`] and [`HostStats::half_open_evicted`].
 //!

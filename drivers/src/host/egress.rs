@@ -156,18 +156,24 @@ impl<D: Device> Inner<D> {
         }
     }
 
-    /// Re-files every stalled socket (an ARP or NDP frame arrived).
+    /// Re-files every stalled socket (an ARP or NDP frame arrived). One that is due now goes
+    /// to the next egress pass; one whose neighbor is still unknown stays stalled.
     pub(super) fn retry_stalled(&mut self, ts: smoltcp::time::Instant) {
         if self.stalled.is_empty() {
             return;
         }
-        let list = core::mem::take(&mut self.stalled);
-        for &index in &list {
-            if let Some((_, sock)) = self.socks.at_mut(index) {
-                sock.stalled = false;
-            }
+        let now = ts.total_micros();
+        let mut list = core::mem::take(&mut self.stalled);
+        list.retain(|&index| {
             self.sync(index, ts);
-        }
+            let Some((_, sock)) = self.socks.at_mut(index) else {
+                return false;
+            };
+            let still = sock.stalled && sock.due.is_some_and(|t| t > now);
+            sock.stalled = still;
+            still
+        });
+        self.stalled = list;
     }
 
     /// The next instant any socket wants to be polled, in microseconds.

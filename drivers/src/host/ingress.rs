@@ -6,7 +6,7 @@
 //! | frame | goes to |
 //! |---|---|
 //! | TCP, 4-tuple filed in the demux map | that socket (a SYN there draws smoltcp's challenge ACK, RFC 9293) |
-//! | SYN for a listener, new 4-tuple | a `LISTEN` socket of the listener's pool; if none, a half-open one is evicted: first one whose SYN-ACK could not leave (its source address does not resolve: spoofed), else the oldest if it is older than twice the handshake time seen so far (a real peer would have answered; see `Listener::eviction_age`); otherwise the SYN is dropped and the client retransmits |
+//! | SYN for a listener, new 4-tuple | a `LISTEN` socket of the listener's pool; if none, a half-open one is evicted: first one whose SYN-ACK could not leave (its source address does not resolve: spoofed), else the oldest if it is older than `Listener::eviction_age` (a real peer would have answered); otherwise the SYN is dropped and the client retransmits |
 //! | SYN for a 4-tuple in TIME-WAIT | the TIME-WAIT socket is reaped and the SYN treated as new (as Linux does) |
 //! | any other TCP, and everything else (ARP, NDP, ICMP) | smoltcp with no socket: it answers unknown TCP with RST, handles ARP/NDP itself |
 

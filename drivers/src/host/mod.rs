@@ -146,12 +146,13 @@ impl Listener {
     /// Handshake time assumed before any handshake completed.
     pub(crate) const INITIAL_HANDSHAKE_US: i64 = 10_000;
 
-    /// How old a half-open connection must be before a new SYN may evict it: twice the
-    /// smoothed handshake time, within [1 ms, 1 s]. A burst of real clients thus keeps its
-    /// half-open sockets until their ACKs arrive (the excess SYNs are dropped and retried),
-    /// while a flood of spoofed SYNs, which never complete, cycles through the pool.
+    /// How old a half-open connection whose SYN-ACK went out must be before a new SYN may
+    /// evict it: twice the smoothed handshake time, but never before its first SYN-ACK
+    /// retransmission (1 s): if only the handshake's last ACK was lost, that retransmission
+    /// draws it again, and evicting earlier would reset a client that believes it is
+    /// connected. (Half-open sockets whose SYN-ACK cannot leave at all are evicted at once.)
     pub(crate) fn eviction_age(&self) -> i64 {
-        (2 * self.handshake_us).clamp(1_000, 1_000_000)
+        (2 * self.handshake_us).clamp(1_000_000, 3_000_000)
     }
 
     /// Folds one completed handshake's duration into the estimate.
