@@ -94,11 +94,9 @@ fn random_bytes_as_records() {
 }
 
 /// Found by this harness: a second `block_on` on the same single-worker scheduler never
-/// blocks in its source (the first left the scheduler's stop flag set, which only
-/// `prepare_workers` clears), so simulated time never advances and a sleep never ends: the
-/// thread spins. The harness calls `prepare_workers` before each `block_on` to get past it.
+/// blocked in its source (the first left the scheduler's stop flag set), so simulated time
+/// never advanced and a sleep never ended: the thread spun.
 #[test]
-#[ignore = "scheduler bug: a second block_on spins forever in simulated time"]
 fn second_block_on_still_advances_simulated_time() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

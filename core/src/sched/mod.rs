@@ -704,6 +704,11 @@ impl<S: ReadinessSource> Scheduler<S> {
     /// Runs `future` to completion on this thread as worker 0; stops with an error if the
     /// readiness source fails, on any worker. When it returns, the other workers stop too.
     pub fn try_block_on<F: Future>(&mut self, future: F) -> Result<F::Output, RunError<S::Error>> {
+        // A previous `block_on` left the stop flag set; without this a second one never
+        // blocks in its source (and simulated time never advances). Worker threads of a
+        // previous run have seen the flag and left by now: their owner joins them before
+        // calling `block_on` again.
+        self.prepare_workers();
         let shared = &self.core.handle.shared;
         let future = pin!(future);
         let main = Arc::new(MainWake {
