@@ -6,7 +6,8 @@
 //! cargo run --release -p netpoll-drivers --example lossy_transfer -- [CONNS] [BYTES] [SEED]
 //! ```
 //!
-//! Prints one line per configuration: simulated seconds to finish, frames sent and lost, and
+//! `ONLY=text` runs only the configurations whose name contains `text`. Prints one line per
+//! configuration: simulated seconds to finish, frames sent and lost, and
 //! whether every byte came back unchanged. BENCHMARKS.md compares it with the kernel's TCP.
 
 use std::time::Duration;
@@ -80,6 +81,11 @@ async fn echo(conn: TcpStream<B>) {
 }
 
 fn run(name: &str, conns: usize, bytes: usize, seed: u64, tune: impl Fn(&mut Config)) {
+    if let Ok(only) = std::env::var("ONLY") {
+        if !name.contains(only.as_str()) {
+            return;
+        }
+    }
     let started = std::time::Instant::now();
     let mut net = SimNet::builder(2)
         .seed(seed)

@@ -310,7 +310,12 @@ fn delay_and_jitter_happen_and_tcp_delivers_every_byte() {
         Duration::from_nanos(out.elapsed)
     );
     let clean = impaired_echo(Impairments::NONE);
-    assert!(out.elapsed > clean.elapsed);
+    assert!(
+        out.elapsed > clean.elapsed,
+        "{} vs clean {}",
+        out.elapsed,
+        clean.elapsed
+    );
     assert_ne!(out.trace, clean.trace);
 }
 

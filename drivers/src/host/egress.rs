@@ -8,6 +8,9 @@ use smoltcp::socket::tcp::State;
 
 use super::Inner;
 
+/// How long a socket that asked to be polled but sent nothing waits before the next look.
+const SPIN_DEFER_MICROS: i64 = 5_000;
+
 /// What an egress pass found.
 pub(super) struct EgressPass {
     /// A socket used its whole budget: more is waiting, do not block.
@@ -129,8 +132,21 @@ impl<D: Device> Inner<D> {
             };
             pass.more |= sent == budget;
             self.sync(index, ts);
+            if let Some((_, sock)) = self.socks.at_mut(index) {
+                if sent > 0 {
+                    sock.synack_blocked = false;
+                } else if !pass.device_full
+                    && sock.tcp().state() == State::SynReceived
+                    && sock.due.is_some_and(|t| t > now)
+                {
+                    // A half-open socket that owes its SYN-ACK and cannot send it: its peer's
+                    // address does not resolve (see `ingress::Router::route`).
+                    sock.synack_blocked = true;
+                }
+            }
             if sent == 0 && !pass.device_full {
                 self.maybe_stalled(index, now);
+                self.defer_if_spinning(index, now);
             }
         }
         due.clear();
@@ -156,24 +172,35 @@ impl<D: Device> Inner<D> {
         }
     }
 
+    /// smoltcp's `poll_at` can say "now" while its dispatch sends nothing (a congestion window
+    /// that is full until an ACK arrives). Re-polling such a socket at once would spin; the ACK
+    /// that unblocks it re-files it anyway (ingress syncs its socket), so look again only a
+    /// little later, which also bounds how late a retransmission timer it hides can fire.
+    fn defer_if_spinning(&mut self, index: u32, now: i64) {
+        let Some((_, sock)) = self.socks.at_mut(index) else {
+            return;
+        };
+        if let Some(due) = sock.due.filter(|&t| t <= now) {
+            let later = now + SPIN_DEFER_MICROS;
+            self.timers.remove(&(due, index));
+            self.timers.insert((later, index));
+            sock.due = Some(later);
+        }
+    }
+
     /// Re-files every stalled socket (an ARP or NDP frame arrived). One that is due now goes
     /// to the next egress pass; one whose neighbor is still unknown stays stalled.
     pub(super) fn retry_stalled(&mut self, ts: smoltcp::time::Instant) {
         if self.stalled.is_empty() {
             return;
         }
-        let now = ts.total_micros();
-        let mut list = core::mem::take(&mut self.stalled);
-        list.retain(|&index| {
+        let list = core::mem::take(&mut self.stalled);
+        for &index in &list {
+            if let Some((_, sock)) = self.socks.at_mut(index) {
+                sock.stalled = false;
+            }
             self.sync(index, ts);
-            let Some((_, sock)) = self.socks.at_mut(index) else {
-                return false;
-            };
-            let still = sock.stalled && sock.due.is_some_and(|t| t > now);
-            sock.stalled = still;
-            still
-        });
-        self.stalled = list;
+        }
     }
 
     /// The next instant any socket wants to be polled, in microseconds.

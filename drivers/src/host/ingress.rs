@@ -166,7 +166,7 @@ impl Router {
                     set_half_open(socks, index, ts);
                     return Route::Socket(index);
                 }
-                State::SynReceived if sock.stalled => unanswerable = Some(index),
+                State::SynReceived if sock.synack_blocked => unanswerable = Some(index),
                 State::SynReceived => {
                     let since = half_open_since.unwrap_or(i64::MIN);
                     if oldest.is_none_or(|(t, _)| since < t) {
@@ -197,7 +197,6 @@ impl Router {
             if let Some(old) = sock.tuple.take() {
                 self.demux.remove(&old);
             }
-            // Its entry on the host's stalled list, if any, is skipped when retried.
             sock.forget_neighbor();
             let s = sock.tcp_mut();
             s.abort();

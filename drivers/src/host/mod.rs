@@ -91,6 +91,8 @@ pub(crate) struct Sock {
     due: Option<i64>,
     /// On the stalled list (see `Inner::maybe_stalled`).
     stalled: bool,
+    /// A half-open socket whose last egress attempt could not send its SYN-ACK.
+    synack_blocked: bool,
 }
 
 impl Sock {
@@ -113,7 +115,7 @@ impl Sock {
     pub(crate) fn forget_neighbor(&mut self) {
         let socket = self.set.remove(self.handle);
         self.handle = self.set.add(socket);
-        self.stalled = false;
+        self.synack_blocked = false;
     }
 
     /// The role, the smoltcp socket and the waker, borrowed together.
@@ -377,6 +379,7 @@ impl<D: Device> Inner<D> {
             tuple: None,
             due: None,
             stalled: false,
+            synack_blocked: false,
         });
         debug_assert_eq!(id.index, index, "slab: next_index disagrees with insert");
         id
