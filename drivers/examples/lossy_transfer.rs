@@ -13,7 +13,10 @@
 use std::time::Duration;
 
 use netpoll_drivers::smoltcp::socket::tcp::CongestionControl;
-use netpoll_drivers::{Config, Impairments, SimDevice, SimNet};
+use std::sync::Arc;
+
+use netpoll_core::Clock;
+use netpoll_drivers::{Config, Impairments, SimClock, SimDevice, SimNet};
 use netpoll_stack::{TcpListener, TcpStream};
 
 type B = netpoll_drivers::SmolBackend<SimDevice>;
@@ -44,7 +47,12 @@ fn impaired() -> Impairments {
     }
 }
 
-async fn client(b: B, addr: std::net::SocketAddr, data: Vec<u8>) -> bool {
+async fn client(
+    b: B,
+    addr: std::net::SocketAddr,
+    data: Vec<u8>,
+    clock: Arc<SimClock>,
+) -> (bool, u64) {
     let conn = TcpStream::connect(&b, addr).await.expect("connect");
     let writer = conn.clone();
     let len = data.len();
@@ -65,7 +73,7 @@ async fn client(b: B, addr: std::net::SocketAddr, data: Vec<u8>) -> bool {
     }
     w.await;
     let _ = conn.close().await;
-    got == expect
+    (got == expect, clock.now().as_nanos())
 }
 
 async fn echo(conn: TcpStream<B>) {
@@ -101,6 +109,7 @@ fn run(name: &str, conns: usize, bytes: usize, seed: u64, tune: impl Fn(&mut Con
     let addr = net.addr(0, 7);
     let (server, b) = (net.host(0).clone(), net.host(1).clone());
     let h = net.handle().clone();
+    let clock = net.clock.clone();
     let ok = net.block_on(async move {
         let listener = TcpListener::bind_with_backlog(&server, addr, conns as u32).unwrap();
         let h2 = h.clone();
@@ -115,15 +124,21 @@ fn run(name: &str, conns: usize, bytes: usize, seed: u64, tune: impl Fn(&mut Con
                     b.clone(),
                     addr,
                     random_bytes(bytes, seed ^ i as u64),
+                    clock.clone(),
                 ))
             })
             .collect();
         let mut ok = true;
+        let mut done = Vec::new();
         for t in tasks {
-            ok &= t.await;
+            let (good, at) = t.await;
+            ok &= good;
+            done.push(at);
         }
-        ok
+        done.sort_unstable();
+        (ok, done)
     });
+    let (ok, done) = ok;
     let s = net.switch.stats();
     println!(
         "{name:<28} {:>8.1} s simulated  {:>6.1} s real  frames {} lost {}  byte-for-byte: {}",
@@ -132,6 +147,14 @@ fn run(name: &str, conns: usize, bytes: usize, seed: u64, tune: impl Fn(&mut Con
         s.sent,
         s.lost,
         if ok { "yes" } else { "NO" }
+    );
+    let pick = |q: usize| done[(done.len() - 1) * q / 100] as f64 / 1e9;
+    println!(
+        "{:<28} connections done at p50 {:.1} s, p90 {:.1} s, last {:.1} s",
+        "",
+        pick(50),
+        pick(90),
+        pick(100)
     );
 }
 
@@ -142,6 +165,12 @@ fn main() {
     let seed: u64 = args.next().map_or(1, |a| a.parse().expect("SEED"));
     println!("{conns} connections x {bytes} bytes echoed, seed {seed}");
     run("defaults", conns, bytes, seed, |_| {});
+    run("no early retransmit", conns, bytes, seed, |c| {
+        c.early_retransmit = None;
+    });
+    run("early retransmit 50 ms", conns, bytes, seed, |c| {
+        c.early_retransmit = Some(Duration::from_millis(50));
+    });
     run("64K buffers", conns, bytes, seed, |c| {
         c.rx_buffer = 64 * 1024;
         c.tx_buffer = 64 * 1024;

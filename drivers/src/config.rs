@@ -52,6 +52,11 @@ pub struct Config {
     pub congestion_control: CongestionControl,
     /// Send TCP timestamps (RFC 7323) when the peer offers them.
     pub timestamps: bool,
+    /// With data in flight and no ACK progress for this long, replay the peer's last ACK as
+    /// duplicates so that smoltcp fast-retransmits at once instead of waiting for its 1 s
+    /// minimum timeout (doubling while nothing improves; see `docs/userspace-engine.md`).
+    /// `None` leaves loss recovery to smoltcp alone. Default 200 ms, Linux's minimum RTO.
+    pub early_retransmit: Option<Duration>,
     /// Most frames taken from the device per host per poll (never an unbounded drain).
     pub ingress_budget: usize,
     /// Most `poll_egress` rounds per host per poll.
@@ -82,6 +87,7 @@ impl Default for Config {
             half_open_timeout: Duration::from_secs(30),
             congestion_control: CongestionControl::None,
             timestamps: false,
+            early_retransmit: Some(Duration::from_millis(200)),
             ingress_budget: 64,
             egress_budget: 64,
             ephemeral_ports: (49152, 65535),

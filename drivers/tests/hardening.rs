@@ -73,7 +73,10 @@ fn is_syn(frame: &[u8]) -> bool {
     TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.syn() && !t.ack())
 }
 
-async fn echo_once(conn: &TcpStream<B>, msg: &[u8]) {
+async fn echo_once<D>(conn: &TcpStream<netpoll_drivers::SmolBackend<D>>, msg: &[u8])
+where
+    D: netpoll_drivers::smoltcp::phy::Device + Send + 'static,
+{
     conn.write_all(msg).await.expect("write");
     let mut got = vec![0u8; msg.len()];
     let mut n = 0;
@@ -283,5 +286,66 @@ fn syn_flood_legitimate_clients_still_connect_and_server_recovers() {
     assert!(
         p99 <= Duration::from_secs(1),
         "connect p99 {p99:?} under the flood"
+    );
+}
+
+/// Early retransmission recovers a lost segment in about `Config::early_retransmit` instead of
+/// smoltcp's 1 s minimum timeout, and never fires on a link that loses nothing.
+#[test]
+fn early_retransmit_fires_on_loss_only() {
+    use netpoll_drivers::{Impairments, SimNet};
+
+    fn echo_time(loss_ppm: u32, early: Option<Duration>) -> (Duration, u64) {
+        let mut net = SimNet::builder(2)
+            .seed(7)
+            .impairments(Impairments {
+                loss_ppm,
+                delay: Duration::from_millis(5),
+                ..Impairments::NONE
+            })
+            .configure(|_, c| c.early_retransmit = early)
+            .build()
+            .unwrap();
+        let addr = net.addr(0, 7);
+        let (server, client) = (net.host(0).clone(), net.host(1).clone());
+        let server_host = server.host().clone();
+        let client_host = client.host().clone();
+        let h = net.handle().clone();
+        let clock = net.clock.clone();
+        let took = net.block_on(async move {
+            let listener = TcpListener::bind(&server, addr).unwrap();
+            let h2 = h.clone();
+            h.spawn(async move {
+                let (conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = conn.close().await;
+                drop(h2);
+            });
+            let conn = TcpStream::connect(&client, addr).await.unwrap();
+            let start = netpoll_core::Clock::now(&*clock);
+            for i in 0..200u32 {
+                echo_once(&conn, &[i as u8; 1000]).await;
+            }
+            let took = netpoll_core::Clock::now(&*clock) - start;
+            conn.close().await.unwrap();
+            took
+        });
+        let replays = server_host.stats().early_retransmits + client_host.stats().early_retransmits;
+        (took, replays)
+    }
+    let (_, clean_replays) = echo_time(0, Some(Duration::from_millis(200)));
+    assert_eq!(clean_replays, 0, "no early retransmission without loss");
+    let (with, replays) = echo_time(50_000, Some(Duration::from_millis(200)));
+    let (without, none) = echo_time(50_000, None);
+    assert!(replays > 0);
+    assert_eq!(none, 0);
+    assert!(
+        with * 2 < without,
+        "200 echoes at 5% loss: {with:?} with early retransmission, {without:?} without"
     );
 }

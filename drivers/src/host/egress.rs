@@ -2,11 +2,12 @@
 //! wants it polled (data to send, a retransmission, a delayed ACK, TIME-WAIT's end). A drive
 //! pass polls only the sockets that are due, so a pass costs O(active sockets), not O(all).
 
-use smoltcp::iface::PollResult;
-use smoltcp::phy::{Device, DeviceCapabilities};
+use smoltcp::iface::{Interface, PollResult};
+use smoltcp::phy::{Device, DeviceCapabilities, PacketMeta};
 use smoltcp::socket::tcp::State;
 
-use super::Inner;
+use super::ingress::OneFrame;
+use super::{Inner, Sock};
 
 /// How long a socket that asked to be polled but sent nothing waits before the next look.
 const SPIN_DEFER_MICROS: i64 = 5_000;
@@ -28,6 +29,7 @@ impl<D: Device> Inner<D> {
             socks,
             router,
             timers,
+            config,
             ..
         } = self;
         let Some((_, sock)) = socks.at_mut(index) else {
@@ -56,6 +58,10 @@ impl<D: Device> Inner<D> {
         let due = iface
             .poll_delay(ts, &sock.set)
             .map(|d| ts.total_micros().saturating_add(d.total_micros() as i64));
+        let due = match (due, replay_due(sock, config.early_retransmit)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if due != sock.due {
             if let Some(old) = sock.due {
                 timers.remove(&(old, index));
@@ -111,11 +117,18 @@ impl<D: Device> Inner<D> {
                     iface,
                     device,
                     socks,
+                    config,
+                    caps,
+                    stats,
                     ..
                 } = self;
                 let Some((_, sock)) = socks.at_mut(index) else {
                     continue;
                 };
+                if replay_due(sock, config.early_retransmit).is_some_and(|t| t <= now) {
+                    replay_peer_ack(iface, device, caps, sock, ts);
+                    stats.early_retransmits += 1;
+                }
                 let mut dev = Refusing {
                     device,
                     refused: false,
@@ -241,5 +254,56 @@ impl<'d, D: Device> Device for Refusing<'d, D> {
 
     fn capabilities(&self) -> DeviceCapabilities {
         self.device.capabilities()
+    }
+}
+
+/// When the socket's next early retransmission is due, if it has data in flight.
+fn replay_due(sock: &Sock, base: Option<core::time::Duration>) -> Option<i64> {
+    let base = i64::try_from(base?.as_micros()).unwrap_or(i64::MAX);
+    let peer = sock.peer_ack.as_ref()?;
+    let s = sock.tcp();
+    let synchronized = matches!(
+        s.state(),
+        State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+    );
+    if !synchronized || s.send_queue() == 0 {
+        return None;
+    }
+    peer.due(base)
+}
+
+/// Hands smoltcp the peer's last ACK three times, so that it fast-retransmits the first
+/// unacknowledged segment (see `host/probe.rs`).
+fn replay_peer_ack<D: Device>(
+    iface: &mut Interface,
+    device: &mut D,
+    caps: &DeviceCapabilities,
+    sock: &mut Sock,
+    ts: smoltcp::time::Instant,
+) {
+    let s = sock
+        .set
+        .get::<smoltcp::socket::tcp::Socket<'static>>(sock.handle);
+    // Sent but unacknowledged is at most what is queued and what the peer's window allows.
+    let in_flight = s.send_queue().min(usize::from(u16::MAX)) as u32;
+    let (Some(tuple), Some(peer)) = (sock.tuple, sock.peer_ack.as_mut()) else {
+        return;
+    };
+    peer.replayed(ts.total_micros(), in_flight.min(peer.window_bytes()));
+    let Some(duplicate) = peer.forge(&tuple, caps.medium) else {
+        return;
+    };
+    for frame in [&duplicate, &duplicate, &duplicate] {
+        // Any answer smoltcp gives leaves through the device, as for a real frame.
+        let Some(tx) = device.transmit(ts) else {
+            return;
+        };
+        let mut one = OneFrame {
+            frame: Some(frame),
+            meta: PacketMeta::default(),
+            tx: Some(tx),
+            caps,
+        };
+        let _ = iface.poll_ingress_single(ts, &mut one, &mut sock.set);
     }
 }

@@ -15,6 +15,7 @@ use smoltcp::phy::{Device, DeviceCapabilities, PacketMeta, RxToken};
 use smoltcp::socket::tcp::State;
 use smoltcp::wire::IpEndpoint;
 
+use super::probe::PeerAck;
 use super::{Inner, Role};
 use crate::frame::{self, TcpInfo};
 
@@ -51,12 +52,14 @@ impl<D: Device> Inner<D> {
                 no_socket,
                 stats,
                 router,
+                config,
                 ..
             } = self;
             let Some((rx, tx)) = device.receive(ts) else {
                 return false;
             };
             let meta = rx.meta();
+            let early_retransmit = config.early_retransmit.is_some();
             // The frame is looked at and handed over inside one `consume`, without a copy.
             rx.consume(|frame| {
                 stats.frames_in += 1;
@@ -67,21 +70,35 @@ impl<D: Device> Inner<D> {
                         Route::NoSocket
                     }
                 };
-                let set = match route {
-                    Route::Drop => return,
-                    Route::Socket(i) => match socks.at_mut(i) {
-                        Some((_, sock)) => &mut sock.set,
-                        None => &mut *no_socket,
-                    },
-                    Route::NoSocket => &mut *no_socket,
-                };
                 let mut one = OneFrame {
                     frame: Some(frame),
                     meta,
                     tx: Some(tx),
                     caps,
                 };
-                let _: PollIngressSingleResult = iface.poll_ingress_single(ts, &mut one, set);
+                let sock = match route {
+                    Route::Drop => return,
+                    Route::Socket(i) => socks.at_mut(i).map(|(_, sock)| sock),
+                    Route::NoSocket => None,
+                };
+                match sock {
+                    Some(sock) => {
+                        let _: PollIngressSingleResult =
+                            iface.poll_ingress_single(ts, &mut one, &mut sock.set);
+                        if early_retransmit {
+                            PeerAck::observe(
+                                &mut sock.peer_ack,
+                                frame,
+                                caps.medium,
+                                ts.total_micros(),
+                            );
+                        }
+                    }
+                    None => {
+                        let _: PollIngressSingleResult =
+                            iface.poll_ingress_single(ts, &mut one, no_socket);
+                    }
+                }
             });
         }
         if let Route::Socket(i) = route {
@@ -228,14 +245,14 @@ fn set_half_open(
 
 /// A device that yields one already-received frame, so the host can look at a frame before
 /// smoltcp does and still hand it over without a copy.
-struct OneFrame<'f, 'c, T> {
-    frame: Option<&'f [u8]>,
-    meta: PacketMeta,
-    tx: Option<T>,
-    caps: &'c DeviceCapabilities,
+pub(super) struct OneFrame<'f, 'c, T> {
+    pub(super) frame: Option<&'f [u8]>,
+    pub(super) meta: PacketMeta,
+    pub(super) tx: Option<T>,
+    pub(super) caps: &'c DeviceCapabilities,
 }
 
-struct FrameRx<'f> {
+pub(super) struct FrameRx<'f> {
     frame: &'f [u8],
     meta: PacketMeta,
 }

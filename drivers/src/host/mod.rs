@@ -9,6 +9,7 @@ mod edges;
 mod egress;
 mod ingress;
 mod ports;
+mod probe;
 mod slab;
 mod stream;
 
@@ -52,6 +53,9 @@ pub struct HostStats {
     pub half_open_evicted: u64,
     /// Connections handed out by `accept`.
     pub accepted: u64,
+    /// Early retransmissions: a connection's ACKs stalled with data in flight, so the peer's
+    /// last ACK was replayed to make smoltcp fast-retransmit (`Config::early_retransmit`).
+    pub early_retransmits: u64,
     /// Queued or half-open connections that were reset or timed out before `accept` took them.
     pub aborted_before_accept: u64,
     /// smoltcp sockets alive now: streams, pool sockets, and closed sockets still finishing
@@ -93,6 +97,8 @@ pub(crate) struct Sock {
     stalled: bool,
     /// A half-open socket whose last egress attempt could not send its SYN-ACK.
     synack_blocked: bool,
+    /// The peer's newest ACK, for early retransmission (`host/probe.rs`).
+    peer_ack: Option<probe::PeerAck>,
 }
 
 impl Sock {
@@ -380,6 +386,7 @@ impl<D: Device> Inner<D> {
             due: None,
             stalled: false,
             synack_blocked: false,
+            peer_ack: None,
         });
         debug_assert_eq!(id.index, index, "slab: next_index disagrees with insert");
         id
