@@ -453,9 +453,6 @@ impl Harness {
 
 /// Runs `f` on the net's scheduler; a scheduler error (a simulated deadlock) is a failure.
 fn run<F: Future>(net: &mut WireNet, f: F) -> F::Output {
-    // The previous `block_on` left the scheduler stopped; without this its poller would never
-    // block again, so simulated time would never advance.
-    net.scheduler.prepare_workers();
     match net.scheduler.try_block_on(f) {
         Ok(v) => v,
         Err(e) => panic!("scheduler stopped: {e}"),
