@@ -13,7 +13,7 @@
 //!   bounded accept queue (a pool of smoltcp sockets; SYNs past it are dropped, not reset).
 //!
 //! Both work over any `smoltcp::phy::Device`. What differs between devices is only how the
-//! poller *waits* for ingress, the small [`Wait`] trait. Two devices ship here:
+//! poller *waits* for ingress, the small [`Wait`] trait. Three devices ship here:
 //!
 //! * [`Wire`]: two devices joined by in-memory queues, with seeded loss and corruption, in
 //!   simulated time ([`SimClock`]) or real time. [`WireNet`] builds two hosts on one scheduler.
