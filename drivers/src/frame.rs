@@ -1,9 +1,11 @@
-//! A light look at a frame's TCP header, without smoltcp's full parse: the SYN gate and the
-//! wire's statistics need only the addresses, ports and flags.
+//! A light look at a frame's TCP header, without smoltcp's full parse: the demux, the SYN gate,
+//! early retransmission and the wire's statistics need only the addresses, ports, flags and
+//! sequence numbers.
 
 use smoltcp::phy::Medium;
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv6Packet, TcpPacket,
 };
 
 /// The parts of a TCP segment the gate and the statistics look at.
@@ -25,22 +27,35 @@ impl TcpInfo {
     }
 }
 
-/// Parses `frame` far enough to find a TCP header. `None` for anything else (ARP, UDP,
+/// A TCP segment found in a frame: its addresses, the segment, and on an Ethernet device the
+/// frame's (source, destination) MACs.
+pub(crate) struct Segment<'f> {
+    pub(crate) src: IpAddress,
+    pub(crate) dst: IpAddress,
+    pub(crate) tcp: TcpPacket<&'f [u8]>,
+    pub(crate) macs: Option<(EthernetAddress, EthernetAddress)>,
+    /// The IPv4 header checksum holds (always true for IPv6, which has none).
+    pub(crate) ip_checksum_ok: bool,
+}
+
+/// Parses `frame` far enough to find a TCP segment. `None` for anything else (ARP, UDP,
 /// fragments, IPv6 extension headers, malformed frames: smoltcp then decides for itself).
-pub(crate) fn tcp_info(frame: &[u8], medium: Medium) -> Option<TcpInfo> {
-    let ip = match medium {
+pub(crate) fn tcp_segment(frame: &[u8], medium: Medium) -> Option<Segment<'_>> {
+    let (macs, ip) = match medium {
         Medium::Ethernet => {
             let eth = EthernetFrame::new_checked(frame).ok()?;
             match eth.ethertype() {
-                EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => eth.payload(),
+                EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => {
+                    (Some((eth.src_addr(), eth.dst_addr())), eth.payload())
+                }
                 _ => return None,
             }
         }
-        Medium::Ip => frame,
+        Medium::Ip => (None, frame),
         #[allow(unreachable_patterns)]
         _ => return None,
     };
-    let (src, dst, payload) = match ip.first()? >> 4 {
+    let (src, dst, payload, ip_checksum_ok) = match ip.first()? >> 4 {
         4 => {
             let p = Ipv4Packet::new_checked(ip).ok()?;
             if p.next_header() != IpProtocol::Tcp || p.more_frags() || p.frag_offset() != 0 {
@@ -50,6 +65,7 @@ pub(crate) fn tcp_info(frame: &[u8], medium: Medium) -> Option<TcpInfo> {
                 IpAddress::Ipv4(p.src_addr()),
                 IpAddress::Ipv4(p.dst_addr()),
                 p.payload(),
+                p.verify_checksum(),
             )
         }
         6 => {
@@ -61,11 +77,23 @@ pub(crate) fn tcp_info(frame: &[u8], medium: Medium) -> Option<TcpInfo> {
                 IpAddress::Ipv6(p.src_addr()),
                 IpAddress::Ipv6(p.dst_addr()),
                 p.payload(),
+                true,
             )
         }
         _ => return None,
     };
-    let tcp = TcpPacket::new_checked(payload).ok()?;
+    Some(Segment {
+        src,
+        dst,
+        tcp: TcpPacket::new_checked(payload).ok()?,
+        macs,
+        ip_checksum_ok,
+    })
+}
+
+/// The addresses, ports and flags of the TCP segment in `frame` (see [`tcp_segment`]).
+pub(crate) fn tcp_info(frame: &[u8], medium: Medium) -> Option<TcpInfo> {
+    let Segment { src, dst, tcp, .. } = tcp_segment(frame, medium)?;
     Some(TcpInfo {
         src,
         dst,

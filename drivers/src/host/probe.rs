@@ -166,42 +166,19 @@ impl PeerAck {
 
 /// The fields of a checksum-valid TCP segment in `frame` that a replay needs.
 fn parse(frame: &[u8], medium: Medium) -> Option<PeerAck> {
-    let (eth, ip) = match medium {
-        Medium::Ethernet => {
-            let f = EthernetFrame::new_checked(frame).ok()?;
-            (Some((f.src_addr(), f.dst_addr())), f.payload())
-        }
-        _ => (None, frame),
-    };
-    let (src, dst, payload) = match ip.first()? >> 4 {
-        4 => {
-            let p = Ipv4Packet::new_checked(ip).ok()?;
-            if !p.verify_checksum() {
-                return None;
-            }
-            (
-                IpAddress::Ipv4(p.src_addr()),
-                IpAddress::Ipv4(p.dst_addr()),
-                p.payload(),
-            )
-        }
-        6 => {
-            let p = Ipv6Packet::new_checked(ip).ok()?;
-            (
-                IpAddress::Ipv6(p.src_addr()),
-                IpAddress::Ipv6(p.dst_addr()),
-                p.payload(),
-            )
-        }
-        _ => return None,
-    };
-    let t = TcpPacket::new_checked(payload).ok()?;
-    if !t.ack() || t.rst() || t.syn() || !t.verify_checksum(&src, &dst) {
+    let seg = crate::frame::tcp_segment(frame, medium)?;
+    let t = &seg.tcp;
+    if !seg.ip_checksum_ok
+        || !t.ack()
+        || t.rst()
+        || t.syn()
+        || !t.verify_checksum(&seg.src, &seg.dst)
+    {
         return None;
     }
     let len = t.payload().len() as u32 + u32::from(t.fin());
     Some(PeerAck {
-        eth,
+        eth: seg.macs,
         seq_next: (t.seq_number().0 as u32).wrapping_add(len),
         ack: t.ack_number().0 as u32,
         window: t.window_len(),
