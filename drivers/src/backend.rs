@@ -165,6 +165,7 @@ impl<D: Device> Inner<D> {
             ready: VecDeque::new(),
             half_open_timeout,
             handshake_us: Listener::INITIAL_HANDSHAKE_US,
+            cursor: 0,
         });
         let mut pool = Vec::with_capacity(backlog);
         for _ in 0..backlog {

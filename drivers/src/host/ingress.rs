@@ -157,7 +157,7 @@ impl Router {
         let Some(&lid) = self.ports.listeners.get(&info.dst_port) else {
             return Route::NoSocket;
         };
-        let Some(l) = self.listeners.get(lid) else {
+        let Some(l) = self.listeners.get_mut(lid) else {
             return Route::NoSocket;
         };
         if l.endpoint.addr.is_some_and(|a| a != info.dst) {
@@ -165,10 +165,14 @@ impl Router {
         }
         let endpoint = l.endpoint;
         let min_age = l.eviction_age();
-        // A free socket takes the SYN; else the oldest half-open one is evicted for it.
+        // A free socket takes the SYN; else a half-open one is evicted for it. The scan starts
+        // where the last one stopped, so under a flood it rarely walks the whole pool.
         let mut oldest: Option<(i64, u32)> = None;
         let mut unanswerable = None;
-        for &index in &l.pool {
+        let len = l.pool.len();
+        for k in 0..len {
+            let pos = (l.cursor + k) % len;
+            let index = l.pool[pos];
             let Some(sock) = socks.at(index) else {
                 continue;
             };
@@ -180,10 +184,15 @@ impl Router {
             };
             match sock.tcp().state() {
                 State::Listen => {
+                    l.cursor = pos + 1;
                     set_half_open(socks, index, ts);
                     return Route::Socket(index);
                 }
-                State::SynReceived if sock.synack_blocked => unanswerable = Some(index),
+                State::SynReceived if sock.synack_blocked => {
+                    l.cursor = pos + 1;
+                    unanswerable = Some(index);
+                    break;
+                }
                 State::SynReceived => {
                     let since = half_open_since.unwrap_or(i64::MIN);
                     if oldest.is_none_or(|(t, _)| since < t) {

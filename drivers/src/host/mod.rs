@@ -148,6 +148,8 @@ pub(crate) struct Listener {
     pub(crate) half_open_timeout: smoltcp::time::Duration,
     /// Smoothed time from SYN to the handshake's ACK, microseconds (an EWMA, 1/8 gain).
     pub(crate) handshake_us: i64,
+    /// Where the next search of `pool` for a free socket starts.
+    pub(crate) cursor: usize,
 }
 
 impl Listener {
