@@ -742,7 +742,8 @@ def buffers(help_text: str, server_args: str) -> str:
     import re
     vals = {}
     for flag, fallback in (("--rx-buf", "65536"), ("--tx-buf", "65536"), ("--backlog", "128")):
-        m = re.search(re.escape(flag) + r"\s[^\[]*?\[default: (\d+)\]", help_text, re.S)
+        # "[default: 8192]" or "[default: netpoll_drivers::Config's, 8192]"
+        m = re.search(re.escape(flag) + r"\s[^\[]*?\[default: [^\]]*?(\d+)\]", help_text, re.S)
         vals[flag] = (m.group(1) if m else (fallback if flag not in help_text else "?")) + " B"
     given = shlex.split(server_args)
     for i, tok in enumerate(given[:-1]):
