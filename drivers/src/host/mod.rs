@@ -518,7 +518,6 @@ impl<D: Device> Inner<D> {
             // POLLOUT.
             delay = Some(Duration::from_millis(1));
         }
-        let _ = pass.device_full;
         Drive { more, delay }
     }
 }
