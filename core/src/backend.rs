@@ -100,7 +100,8 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
     }
 
     /// Writes from `buf` (non-empty); returns how much the stack accepted. A userspace stack
-    /// must transmit or wake its poller before returning (DESIGN.md rule 5).
+    /// must transmit or wake its poller before returning
+    /// (`docs/design.md#a-userspace-send-does-not-transmit`).
     fn try_write(&self, socket: &Self::Socket, buf: &[u8]) -> Result<usize, TryError>;
 
     /// Shuts down one direction. The backend must raise the edges that wake a task blocked in

@@ -18,22 +18,25 @@
 //!
 //! A source reports *transitions* that could turn a previous `WouldBlock` into success or
 //! error: new data, FIN, RST, freed send space, connection established or failed, an
-//! accept-queue entry (spec §4.3 C1). It need not report the state at registration, because
+//! accept-queue entry (`docs/semantics.md#try-first`). It need not report the state at registration, because
 //! every operation tries first and waits only after `WouldBlock`.
 //!
 //! # Spurious events
 //!
-//! Events may be spurious or duplicated (C2); they must never be missing. Consumers treat each
+//! Events may be spurious or duplicated (`docs/semantics.md#spurious-events-are-allowed`); they
+//! must never be missing. Consumers treat each
 //! event as "retry the operation", nothing more.
 //!
 //! # Draining readiness
 //!
 //! After an edge, the consumer keeps operating until `WouldBlock` before it waits again: the
-//! source reports no second edge while a socket stays ready (C3).
+//! source reports no second edge while a socket stays ready
+//! (`docs/semantics.md#no-repeated-events`).
 //!
 //! # Errors and hang-ups
 //!
-//! Errors and hang-ups are reported in both directions (C4). [`Readiness::ERROR`] is only for an
+//! Errors and hang-ups are reported in both directions
+//! (`docs/semantics.md#errors-wake-both-directions`). [`Readiness::ERROR`] is only for an
 //! error-only event (Go: an event that is exactly `EPOLLERR`); ordinary socket errors arrive as
 //! readable + writable and surface from the operation itself.
 
@@ -43,8 +46,8 @@ use core::time::Duration;
 /// A readiness token: pollDesc slot plus generation (Go: `taggedPointerPack(pd, fdseq)`).
 ///
 /// The generation is bumped whenever the slot is freed, so an event carrying an old key is
-/// recognised and dropped (spec §7 #1, Go issue #59545). Both fields have explicit widths and
-/// pack losslessly into the `u64` that `epoll_event.u64` carries (spec §7 #26).
+/// recognised and dropped (`docs/semantics.md#stale-events`, golang/go#59545). Both fields have
+/// explicit widths and pack losslessly into the `u64` that `epoll_event.u64` carries.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     slot: u32,

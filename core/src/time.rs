@@ -1,6 +1,6 @@
 //! Time as the core sees it: injected, never read from a clock of its own.
 //!
-//! `core` and `stack` read no clock (DESIGN.md). An [`Instant`] is a count of nanoseconds since an
+//! `core` and `stack` read no clock (`docs/design.md#no-clock-in-core`). An [`Instant`] is a count of nanoseconds since an
 //! arbitrary, per-[`Clock`] epoch; the hosted backend maps it to `CLOCK_MONOTONIC`, tests to a
 //! manual clock.
 
@@ -18,7 +18,7 @@ impl Instant {
     /// The clock's epoch.
     pub const ZERO: Instant = Instant { nanos: 0 };
     /// The far future: a deadline here never expires (Go clamps overflowing deadlines the same
-    /// way, §2.2 step 2).
+    /// way in `poll_runtime_pollSetDeadline`; `docs/semantics.md#setting-a-deadline`).
     pub const MAX: Instant = Instant { nanos: u64::MAX };
 
     /// An instant `nanos` nanoseconds after the epoch.

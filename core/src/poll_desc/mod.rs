@@ -6,11 +6,15 @@
 //! The state machine never calls into the scheduler: transitions return what must be woken
 //! ([`Woken`]) or armed ([`TimerArm`]), and the caller does it outside every lock.
 //!
+//! The semantics are Go's, described in `docs/semantics.md`: "row N" below is a row of its
+//! transition table (`docs/semantics.md#transition-table`), "#N" an item of its conformance
+//! checklist.
+//!
 //! # Ordering table
 //!
 //! | field | writers | readers | orderings | pairs with |
 //! |---|---|---|---|---|
-//! | `sem_state[d]` | waiter (`poll_wait`, `cancel_wait`, `prepare`), unblockers (`unblock`) | same | `SeqCst` on every access | the waiter's `NIL→WAIT` store is one half of a Dekker pair with the unblocker's `publish_info` + `state` load (I1); the `WAIT→PARKED` commit publishes the waker to the unblocker's `PARKED→WAKING` (I3) |
+//! | `sem_state[d]` | waiter (`poll_wait`, `cancel_wait`, `prepare`), unblockers (`unblock`) | same | `SeqCst` on every access | the waiter's `NIL→WAIT` store is one half of a Dekker pair with the unblocker's `publish_info` + `state` load (`docs/semantics.md#error-versus-park`); the `WAIT→PARKED` commit publishes the waker to the unblocker's `PARKED→WAKING` (`docs/semantics.md#publishing-the-waiter`) |
 //! | `sem_waker[d]` | the slot owner only (see `state.rs`) | the slot owner | non-atomic, ownership by the state word | handed over by the `state` transitions above |
 //! | `info` | `publish_info` under `inner` lock; `set_event_err`, `set_read_closed` lock-free; the slot bits only at construction | `check_err` lock-free; `ready` generation check; `slot()` (`Relaxed`: constant bits) | `SeqCst` | the other half of the Dekker pair: `publish_info` (store) then `unblock` (load of `state`), against the waiter's `NIL→WAIT` (store) then `check_err` (load) |
 //! | `inner` | lock holders | lock holders | spin lock | — |
@@ -18,7 +22,8 @@
 //! Why `SeqCst` and not `AcqRel`: Go's rule is a store–load pair on two different words ("need
 //! to recheck error states after setting gpp to pdWait … runtime_pollUnblock … do the
 //! opposite: store to closing/rd/wd, publishInfo, load of rg/wg"). Only sequential consistency
-//! forbids both sides reading the old value (spec §1.5 I1, §7 #4). On x86 every RMW is already a
+//! forbids both sides reading the old value (`docs/semantics.md#error-versus-park`: Go lost wake-ups on
+//! arm64 before it made this pair sequentially consistent). On x86 every RMW is already a
 //! full barrier and `SeqCst` loads are plain loads, so this costs nothing on the hot path.
 //!
 //! # The summary word protocol (Go: the `atomicInfo` comment)
@@ -75,7 +80,8 @@ impl core::error::Error for PollError {}
 ///
 /// Incremented just before a waiter commits to parking (undone if the commit fails), so it
 /// never goes negative; decremented only after the woken tasks were handed to the scheduler
-/// ([`Woken::wake`]), so a task is never counted as gone before it is runnable (spec §7 #3).
+/// ([`Woken::wake`]), so a task is never counted as gone before it is runnable
+/// (`docs/semantics.md#waiter-count`).
 #[derive(Debug, Default)]
 pub struct WaiterCount(AtomicUsize);
 
@@ -116,7 +122,8 @@ pub struct Woken {
 impl Woken {
     fn push(&mut self, waker: Option<Waker>) {
         if let Some(w) = waker {
-            // Capacity 2 = one waiter per direction (I5); a third is impossible.
+            // Capacity 2 = one waiter per direction (`docs/semantics.md#one-waiter-per-direction`);
+            // a third is impossible.
             if self.wakers.push(w).is_err() {
                 unreachable!("poll_desc: more than two waiters woken from one pollDesc");
             }
@@ -258,7 +265,7 @@ struct Semaphore<'a> {
 impl Semaphore<'_> {
     #[inline]
     fn load(&self) -> u32 {
-        // SeqCst: see the ordering table (Dekker pair I1).
+        // SeqCst: see the ordering table (the Dekker pair of `docs/semantics.md#error-versus-park`).
         self.state.load(Ordering::SeqCst)
     }
 
@@ -425,7 +432,7 @@ impl PollDesc {
             flags |= EXPIRED_WRITE;
         }
         // SeqCst RMW: the store half of the Dekker pair; pairs with `check_err`'s load after the
-        // waiter's NIL→WAIT (I1).
+        // waiter's NIL→WAIT (`docs/semantics.md#error-versus-park`).
         let _ = self
             .info
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| {
@@ -434,7 +441,7 @@ impl PollDesc {
     }
 
     /// Sets or clears `EVENT_ERR`, only if the word still belongs to generation `gen`.
-    /// Go: `setEventErr(b, seq)` (issue #59545).
+    /// Go: `setEventErr(b, seq)` (`docs/semantics.md#stale-events`).
     fn set_event_err(&self, on: bool, gen: u32) {
         // SeqCst: as `publish_info`.
         let _ = self
@@ -469,7 +476,8 @@ impl PollDesc {
     /// Why a wait in `dir` must not happen, if it must not. Go: `netpollcheckerr`.
     /// Priority: closing, then timeout, then (reads only) event error.
     pub fn check_err(&self, dir: Direction) -> Result<(), PollError> {
-        // SeqCst: the load half of the Dekker pair, after the waiter's NIL→WAIT (I1).
+        // SeqCst: the load half of the Dekker pair, after the waiter's NIL→WAIT
+        // (`docs/semantics.md#error-versus-park`).
         let info = self.info.load(Ordering::SeqCst);
         if info & CLOSING != 0 {
             return Err(PollError::Closing);
@@ -512,8 +520,9 @@ impl PollDesc {
     /// Errors (closing, expired deadline, event error) are checked before a latched readiness
     /// is consumed, as Go's `pollWait` does at entry.
     ///
-    /// `Ready(Ok(()))` means "retry the operation" (it may be spurious, I8). Only one task may
-    /// wait per direction at a time (Go I5); the `stack` crate's fd mutex guarantees it.
+    /// `Ready(Ok(()))` means "retry the operation" (it may be spurious,
+    /// `docs/semantics.md#spurious-wake-ups`). Only one task may wait per direction at a time
+    /// (`docs/semantics.md#one-waiter-per-direction`); the `stack` crate's fd mutex guarantees it.
     /// A caller that stops polling before `Ready` must call [`PollDesc::cancel_wait`].
     pub fn poll_wait(
         &self,
@@ -529,9 +538,10 @@ impl PollDesc {
                     // Go: pollWait checks netpollcheckerr at entry, *before* netpollblock
                     // consumes pdReady, so a latched readiness never hides a close or an expired
                     // deadline (row 13: "only a fresh pollWait entry (which checks the error
-                    // first) reports the timeout"; D1). READY stays latched for `prepare`. On the
+                    // first) reports the timeout"; checklist #26). READY stays latched for `prepare`. On the
                     // wake-up path (row 8 followed by a timeout) Go would return "retry" instead;
-                    // reporting the error there is the order D11 allows.
+                    // reporting the error there is the order `docs/semantics.md#data-racing-a-deadline`
+                    // allows.
                     if let Err(e) = self.check_err(dir) {
                         return Poll::Ready(Err(e));
                     }
@@ -541,14 +551,16 @@ impl PollDesc {
                 }
                 NIL => {
                     // Go: pollWait's entry check, and its re-check after a wake without I/O
-                    // (rows 7, 9; or a deadline reset after firing, I6: then we park again).
+                    // (rows 7, 9; or a deadline reset after firing, `docs/semantics.md#fired-then-reset-deadline`:
+                    // then we park again).
                     if let Err(e) = self.check_err(dir) {
                         return Poll::Ready(Err(e));
                     }
                     if sem.cas(NIL, WAIT).is_err() {
                         continue;
                     }
-                    // Re-check after publishing WAIT: the Dekker pair with publish_info (I1).
+                    // Re-check after publishing WAIT: the Dekker pair with publish_info
+                    // (`docs/semantics.md#error-versus-park`).
                     if let Err(e) = self.check_err(dir) {
                         // "be careful to not lose concurrent pdReady" (row 5).
                         if sem.swap(NIL) == READY {
@@ -611,7 +623,7 @@ impl PollDesc {
     }
 
     /// Reports readiness edges for `key` (Go: `netpollready` after the `fdseq` check).
-    /// Events for an older generation are dropped (spec §6 #54).
+    /// Events for an older generation are dropped (checklist #54 of `docs/semantics.md`).
     pub fn ready(&self, key: Key, readiness: Readiness) -> Woken {
         let mut woken = Woken::default();
         // The whole key, not only the generation: a key naming another slot with the same
@@ -660,8 +672,8 @@ impl PollDesc {
     /// Sets (`Some`) or clears (`None`) the deadline of each direction in `dirs`.
     /// Go: `poll_runtime_pollSetDeadline`.
     ///
-    /// A deadline at or before `now` is expired at once (Go: `d == 0 → -1`, D4) and unblocks a
-    /// waiter (D5); a later one asks for a timer; `None` clears the expiry (D3) without waking
+    /// A deadline at or before `now` is expired at once (Go: `d == 0 → -1`, checklist #36) and
+    /// unblocks a waiter (#31); a later one asks for a timer; `None` clears the expiry (#33) without waking
     /// anybody. A no-op once closing.
     pub fn set_deadline(
         &self,
@@ -723,7 +735,8 @@ impl PollDesc {
 
     /// A deadline timer fired. Go: `netpolldeadlineimpl`.
     ///
-    /// Stale timers (reused slot, changed or cleared deadline, closed) do nothing (spec §6 #39).
+    /// Stale timers (reused slot, changed or cleared deadline, closed) do nothing (checklist #39 of
+    /// `docs/semantics.md`).
     /// If the deadline moved later while the timer was pending, asks to re-arm at the new time.
     pub fn deadline_fired(&self, now: Instant, arm: TimerArm) -> DeadlineFired {
         let mut fired = DeadlineFired::default();
