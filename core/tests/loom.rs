@@ -1,12 +1,13 @@
-//! loom models of the three races Go's `netpollblock` comments call out (house style §20):
+//! loom models of the three races Go's `netpollblock` comments call out
+//! (`docs/semantics.md#why-no-wake-up-is-lost`):
 //! readiness vs. the park commit, close vs. park, deadline vs. park; plus the Rust-only
 //! re-registration and cancellation paths.
 //!
 //! The invariant in every model is Go's "no lost wake-up": a waiter that returned `Pending`
 //! is woken exactly once by the racing unblocker, and afterwards its re-poll returns the
 //! outcome (retry or the error); a waiter that did not park was not woken and holds no waker.
-//! The waiter count returns to exactly zero (spec §6 #55) and the descriptor can be freed
-//! (no parked waiter left behind, §6 #50).
+//! The waiter count returns to exactly zero (checklist #55 of `docs/semantics.md`) and the
+//! descriptor can be freed (no parked waiter left behind, #50).
 //!
 //! Run with:
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p netpoll-core --test loom --release`
@@ -106,7 +107,7 @@ fn ready_vs_park() {
 #[test]
 fn evict_vs_park() {
     // Go: poll_runtime_pollUnblock (publishInfo, then netpollunblock) vs netpollblock's
-    // "recheck error states after setting gpp to pdWait" (the Dekker pair, I1).
+    // "recheck error states after setting gpp to pdWait" (the Dekker pair, `docs/semantics.md#error-versus-park`).
     loom::model(|| {
         let cache = PollCache::new();
         let pd = cache.alloc();
@@ -127,7 +128,7 @@ fn evict_vs_park() {
 #[test]
 fn past_deadline_vs_park() {
     // Go: poll_runtime_pollSetDeadline with d < 0 (publishInfo, then netpollunblock) vs
-    // netpollblock (D5).
+    // netpollblock (checklist #31).
     loom::model(|| {
         let cache = PollCache::new();
         let pd = cache.alloc();

@@ -1,9 +1,9 @@
 //! Errors, shaped like Go's `*net.OpError`: the operation that failed plus why.
 //!
-//! Three outcomes Go keeps apart stay apart here (spec §3.5): a local close is
-//! [`ErrorKind::Closed`] ("use of closed network connection"), a peer's FIN is `Ok(0)` from
-//! `read`, a peer's reset is [`ErrorKind::ConnectionReset`]. The strings are frozen (Go #4373,
-//! #19252).
+//! Three outcomes Go keeps apart stay apart here (`docs/semantics.md#shutdown-versus-close`):
+//! a local close is [`ErrorKind::Closed`] ("use of closed network connection"), a peer's FIN
+//! is `Ok(0)` from `read`, a peer's reset is [`ErrorKind::ConnectionReset`]. The strings are
+//! frozen (golang/go#4373, golang/go#19252).
 
 use core::fmt;
 
@@ -83,7 +83,7 @@ impl Error {
     }
 
     /// Bytes the operation moved before it failed: for `write_all`, what the stack accepted
-    /// (Go: the `nn` that `Write` returns with its error, D10). Zero for other operations.
+    /// (Go: the `nn` that `Write` returns with its error, checklist #16 of `docs/semantics.md`). Zero for other operations.
     pub const fn transferred(&self) -> usize {
         self.transferred
     }

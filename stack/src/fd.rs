@@ -2,7 +2,8 @@
 //!
 //! Reads (and accepts) hold the read lock, writes (and connects) the write lock, for the whole
 //! operation including the time parked in the core. So at most one task per direction ever
-//! waits on the pollDesc (Go I5), while one task may read as another writes. Other operations
+//! waits on the pollDesc (`docs/semantics.md#one-waiter-per-direction`), while one task may
+//! read as another writes. Other operations
 //! take a plain reference. `close` marks the fd closed, releases every task queued on the
 //! locks, evicts the pollDesc, and completes only after the last reference is gone and the
 //! socket has really been released (Go: `increfAndClose`, `evict`, `csema`).
@@ -71,7 +72,7 @@ pub(crate) struct Fd<B: SocketBackend> {
     /// giving back a lock is one compare-and-swap when nobody waits.
     state: AtomicU64,
     /// The waiters. Allocated on first contention: most sockets never have any, and an idle
-    /// connection must stay small (issue 4's s4 budget).
+    /// connection must stay small (`BENCHMARKS.md`, "s4: memory per idle connection").
     waiters: spin::Mutex<Option<Box<FdWaiters>>>,
 }
 

@@ -2,8 +2,10 @@
 //! the loops of `internal/poll/fd_unix.go`, written once here for every backend).
 //!
 //! Every blocking operation is: take the direction's lock, `prepare` the pollDesc (a closed
-//! or expired descriptor fails before any I/O, D1), try the backend, and on `WouldBlock` wait
-//! on the pollDesc and retry. A wake-up is only a hint to retry (I8).
+//! or expired descriptor fails before any I/O, `docs/semantics.md#past-deadline`), try the
+//! backend, and on `WouldBlock` wait on the pollDesc and retry. A wake-up is only a hint to
+//! retry (`docs/semantics.md#spurious-wake-ups`). "#N" in this file is an item of the
+//! conformance checklist in `docs/semantics.md`.
 //!
 //! # Future sizes
 //!
@@ -90,8 +92,8 @@ fn wait_error(op: Op) -> impl Fn(PollError) -> Error {
 }
 
 /// Under the read lock: checks the pollDesc before a read (closed or expired fail before any
-/// I/O, D1) and tells whether the last read drained the socket, so that the caller must wait
-/// for the next edge first: a read now could only say `WouldBlock`.
+/// I/O, `docs/semantics.md#past-deadline`) and tells whether the last read drained the
+/// socket, so that the caller must wait for the next edge first: a read now could only say `WouldBlock`.
 fn must_wait_for_edge<B: SocketBackend>(fd: &Fd<B>) -> Result<bool, Error> {
     let err = wait_error(Op::Read);
     // Not once the peer's FIN or a reset was reported: that end is already queued and raises
@@ -122,7 +124,7 @@ fn set_deadline<B: SocketBackend>(
     dirs: &[Direction],
     deadline: Option<Instant>,
 ) -> Result<(), Error> {
-    // Go: `incref` first, so a closed fd reports closed (spec §6 #46).
+    // Go: `incref` first, so a closed fd reports closed (#46).
     with_ref(fd, Op::Set, |b, _| {
         b.handle().set_deadline(&fd.pd, dirs, deadline);
         Ok(())
@@ -254,7 +256,8 @@ impl<B: SocketBackend> TcpStream<B> {
     }
 
     /// Connects to `addr`, giving up with a timeout error at `deadline`. Go: `DialTimeout`;
-    /// the deadline rides on the write direction, as in Go's `netFD.connect` (D15).
+    /// the deadline rides on the write direction, as in Go's `netFD.connect`
+    /// (`docs/semantics.md#connect-deadline`).
     pub async fn connect_deadline(
         backend: &B,
         addr: SocketAddr,
@@ -407,7 +410,7 @@ impl<B: SocketBackend> TcpStream<B> {
     /// Writes all of `buf`, waiting for buffer space as needed. Go: `poll.FD.Write`.
     ///
     /// On failure, [`Error::transferred`] tells how many bytes the stack had accepted (they
-    /// stay sent, D10).
+    /// stay sent, `docs/semantics.md#timeout-does-not-poison`).
     pub fn write_all<'a>(
         &'a self,
         buf: &'a [u8],

@@ -1,7 +1,8 @@
 //! State-by-state unit tests of [`PollDesc`], in the manner of smoltcp's TCP tests.
 //!
-//! Each banner names the semaphore state a test starts from (spec §1.2), and each test names
-//! the transition-table rows it covers (spec §1.4). A [`CountingWaker`] double stands in for the
+//! Each banner names the semaphore state a test starts from (`docs/semantics.md#semaphore-states`),
+//! and each test names the rows of `docs/semantics.md#transition-table` it covers ("row 6") and
+//! the conformance checklist items of `docs/semantics.md` it checks ("#53"). A [`CountingWaker`] double stands in for the
 //! parked task; its counters and the descriptor's fields ([`sanity!`]) are asserted after every
 //! step, so an extra wake, a leaked waker clone or an off-by-one waiter count fails at the step
 //! that caused it.
@@ -301,7 +302,7 @@ fn nil_prepare_is_a_no_op() {
 #[test]
 fn nil_past_deadline_latches_nothing() {
     // Row 12: a timeout with nobody waiting changes no semaphore; the error lives in the
-    // summary word and the next prepare / poll_wait reports it before parking (§6 #53).
+    // summary word and the next prepare / poll_wait reports it before parking (#53).
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     set_deadline_now(&pd, 100, &[R], Some(50), 0, &waiters);
@@ -317,7 +318,7 @@ fn nil_past_deadline_latches_nothing() {
     );
     assert_task!(t, wakes: 0, clones: 0);
     sanity!(pd, waiters, expired);
-    // D8: the write direction is unaffected.
+    // #34: the write direction is unaffected.
     assert_eq!(pd.prepare(W), Ok(()));
     park(&pd, W, &t, &waiters);
     assert_task!(t, wakes: 0, clones: 1);
@@ -350,7 +351,7 @@ fn nil_close_latches_nothing() {
 
 #[test]
 fn nil_deadline_equal_to_now_is_expired() {
-    // D4: "don't confuse deadline right now with no deadline".
+    // #36 (Go's `setDeadlineImpl`): "don't confuse deadline right now with no deadline".
     let (_cache, pd, waiters) = setup();
     set_deadline_now(&pd, 100, &[W], Some(100), 0, &waiters);
     assert_eq!(pd.check_err(W), Err(PollError::TimedOut));
@@ -359,7 +360,7 @@ fn nil_deadline_equal_to_now_is_expired() {
 
 #[test]
 fn nil_huge_deadline_never_expires() {
-    // §6 #37: the far future arms a timer and is not "expired".
+    // #37: the far future arms a timer and is not "expired".
     let (_cache, pd, waiters) = setup();
     let a = arm(&pd, 100, R, u64::MAX);
     assert_eq!(a.when, Instant::MAX);
@@ -369,7 +370,7 @@ fn nil_huge_deadline_never_expires() {
 
 #[test]
 fn nil_clearing_expiry_wakes_nobody() {
-    // D3: `None` clears the expired bit and stops timers; it never wakes a waiter.
+    // #33: `None` clears the expired bit and stops timers; it never wakes a waiter.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     set_deadline_now(&pd, 100, &[R], Some(1), 0, &waiters);
@@ -412,7 +413,8 @@ fn nil_error_event_is_read_only_and_cleared_by_next_event() {
 
 #[test]
 fn nil_error_priority_closing_then_timeout_then_event_err() {
-    // §1.7 priority (and §6 #45: closed wins over an expired deadline).
+    // `netpollcheckerr`'s priority, `docs/semantics.md#poll-errors` (and #45: closed wins over an
+    // expired deadline).
     let (_cache, pd, waiters) = setup();
     wake(pd.ready(pd.key(), Readiness::ERROR), 0, &waiters);
     assert_eq!(pd.check_err(R), Err(PollError::NotPollable));
@@ -489,7 +491,7 @@ fn ready_prepare_drops_stale_readiness() {
 #[test]
 fn ready_timeout_does_not_clear_but_wait_reports_it_first() {
     // Row 13: a timeout leaves READY latched. Go's pollWait checks netpollcheckerr at entry,
-    // *before* netpollblock consumes pdReady, so the fresh wait reports the timeout (D1) and
+    // *before* netpollblock consumes pdReady, so the fresh wait reports the timeout (#26) and
     // the latched readiness survives for after the deadline is reset.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
@@ -506,14 +508,15 @@ fn ready_timeout_does_not_clear_but_wait_reports_it_first() {
         Poll::Ready(Err(PollError::TimedOut))
     );
     sanity!(pd, waiters, latched);
-    // D2: sticky. prepare also reports it and keeps READY (it resets only without an error).
+    // #30: sticky. prepare also reports it and keeps READY (it resets only without an error).
     assert_eq!(pd.prepare(R), Err(PollError::TimedOut));
     assert_eq!(
         poll(&pd, R, &t, &waiters),
         Poll::Ready(Err(PollError::TimedOut))
     );
     sanity!(pd, waiters, latched);
-    // D10: after the deadline is cleared, the descriptor works again.
+    // `docs/semantics.md#timeout-does-not-poison`: after the deadline is cleared, the descriptor
+    // works again.
     set_deadline_now(&pd, 100, &[R], None, 0, &waiters);
     assert_eq!(poll(&pd, R, &t, &waiters), Poll::Ready(Ok(())));
     sanity!(pd, waiters, FRESH);
@@ -572,7 +575,7 @@ fn ready_directions_are_independent() {
 
 #[test]
 fn wait_readiness_makes_commit_fail() {
-    // Row 6 (§6 #51): readiness between WAIT and the commit is not lost: the commit fails, the
+    // Row 6 (#51): readiness between WAIT and the commit is not lost: the commit fails, the
     // waiter resumes at once with "ready", and it is never counted as parked.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
@@ -622,7 +625,7 @@ fn wait_close_makes_commit_fail() {
 
 #[test]
 fn wait_past_deadline_makes_commit_fail() {
-    // Row 7 for a deadline set in the past (D5).
+    // Row 7 for a deadline set in the past (#31).
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     begin_wait(&pd, R, &t);
@@ -645,7 +648,7 @@ fn wait_past_deadline_makes_commit_fail() {
 
 #[test]
 fn wait_deadline_fired_then_reset_parks_again() {
-    // Row 7 then I6: the timer fires during WAIT, but the deadline is cleared before the
+    // Row 7 then `docs/semantics.md#fired-then-reset-deadline`: the timer fires during WAIT, but the deadline is cleared before the
     // waiter re-checks: pollWait's loop finds no error and parks again.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
@@ -780,7 +783,7 @@ fn parked_evict_wakes_both_directions() {
 
 #[test]
 fn parked_past_deadline_wakes_with_timeout() {
-    // D5: moving the deadline into the past while blocked unblocks promptly.
+    // #31: moving the deadline into the past while blocked unblocks promptly.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     park(&pd, R, &t, &waiters);
@@ -802,7 +805,7 @@ fn parked_past_deadline_wakes_with_timeout() {
 
 #[test]
 fn parked_combined_past_deadline_wakes_both() {
-    // D9: one deadline for both directions times out both waiters.
+    // #35: one deadline for both directions times out both waiters.
     let (_cache, pd, waiters) = setup();
     let (r, w) = (Task::new(), Task::new());
     park(&pd, R, &r, &waiters);
@@ -822,7 +825,7 @@ fn parked_combined_past_deadline_wakes_both() {
 
 #[test]
 fn parked_deadline_fires_then_expiry_is_sticky() {
-    // §2.3 + D2: the timer expires the deadline and wakes the waiter; every later wait times
+    // `netpolldeadlineimpl` + #30: the timer expires the deadline and wakes the waiter; every later wait times
     // out at once until the deadline is changed.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
@@ -855,7 +858,7 @@ fn parked_deadline_fires_then_expiry_is_sticky() {
 
 #[test]
 fn parked_deadline_moved_later_rearms() {
-    // D6: extending the deadline while armed keeps the pending timer, which re-arms itself when
+    // #32: extending the deadline while armed keeps the pending timer, which re-arms itself when
     // it fires early; the waiter times out only at the new deadline.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
@@ -891,7 +894,7 @@ fn parked_deadline_moved_later_rearms() {
 
 #[test]
 fn parked_deadline_moved_earlier_supersedes_old_timer() {
-    // D7 and §6 #39: an earlier deadline asks for a new timer; the old one becomes stale.
+    // `docs/semantics.md#shortening` and #39: an earlier deadline asks for a new timer; the old one becomes stale.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     let late = arm(&pd, 0, R, 50);
@@ -923,7 +926,7 @@ fn parked_deadline_moved_earlier_supersedes_old_timer() {
 
 #[test]
 fn parked_stale_timer_after_clear_is_ignored() {
-    // §6 #39: a timer armed for a deadline since cleared does nothing when it fires.
+    // #39: a timer armed for a deadline since cleared does nothing when it fires.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     let a = arm(&pd, 0, R, 10);
@@ -945,7 +948,7 @@ fn parked_stale_timer_after_clear_is_ignored() {
 
 #[test]
 fn parked_timer_fired_then_reset_parks_again() {
-    // I6 / D6: the timer woke the waiter, but the deadline was cleared before it ran: the
+    // #32 (`docs/semantics.md#fired-then-reset-deadline`): the timer woke the waiter, but the deadline was cleared before it ran: the
     // re-poll finds no error and parks again instead of reporting a timeout.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
@@ -1065,7 +1068,7 @@ fn parked_cancel_wait_after_wake_keeps_readiness() {
 
 #[test]
 fn parked_waiter_count_drops_only_after_wake() {
-    // §7 #3 (Go #61454): the count is decremented after the task is made runnable, never
+    // `docs/semantics.md#waiter-count` (golang/go#61454): the count is decremented after the task is made runnable, never
     // before: the waker observes the count still including its task.
     struct Observer {
         waiters: Arc<WaiterCount>,
@@ -1205,7 +1208,7 @@ fn free_without_evict_panics() {
 #[should_panic(expected = "blocked read on closing polldesc")]
 fn free_with_parked_reader_panics() {
     // Evict wakes every waiter, so a parked waiter at free time means the caller parked after
-    // close without the entry check: forge that state to check the assertion (§6 #50).
+    // close without the entry check: forge that state to check the assertion (#50).
     let (cache, pd, waiters) = setup();
     wake(pd.evict(), 0, &waiters);
     pd.sem(0).state.store(PARKED, Ordering::SeqCst);
@@ -1214,7 +1217,8 @@ fn free_with_parked_reader_panics() {
 
 #[test]
 fn set_deadline_after_close_is_a_no_op() {
-    // §2.2 step 1.
+    // `poll_runtime_pollSetDeadline` is a no-op on a closing descriptor
+    // (`docs/semantics.md#setting-a-deadline`).
     let (_cache, pd, waiters) = setup();
     wake(pd.evict(), 0, &waiters);
     let u = pd.set_deadline(Instant::from_nanos(10), &[R], Some(Instant::from_nanos(20)));
@@ -1244,7 +1248,7 @@ fn deadline_timer_after_close_is_ignored() {
 
 #[test]
 fn reuse_bumps_generation_and_drops_stale_events() {
-    // §6 #54: an event carrying the old key is dropped, by the cache and by the pollDesc.
+    // #54: an event carrying the old key is dropped, by the cache and by the pollDesc.
     let (cache, pd, waiters) = setup();
     let t = Task::new();
     let old = pd.key();
@@ -1279,7 +1283,7 @@ fn reuse_bumps_generation_and_drops_stale_events() {
 
 #[test]
 fn reuse_does_not_leak_event_err() {
-    // §6 #54 / Go #59545: an error-only event for the old descriptor must not make reads on the
+    // #54 / golang/go#59545: an error-only event for the old descriptor must not make reads on the
     // new one fail with NotPollable, whether it arrived before the free or after the reuse.
     let (cache, pd, waiters) = setup();
     let old = pd.key();
@@ -1343,7 +1347,7 @@ fn separate_slots_for_live_descriptors() {
 
 #[test]
 fn waiter_count_returns_to_exactly_zero() {
-    // §6 #55 (Go's NetpollWaiters program): every way out of PARKED un-counts exactly once.
+    // #55 (Go's NetpollWaiters program): every way out of PARKED un-counts exactly once.
     let cache = PollCache::new();
     let waiters = WaiterCount::new();
     let t = Task::new();
