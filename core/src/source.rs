@@ -18,8 +18,8 @@
 //!
 //! A source reports *transitions* that could turn a previous `WouldBlock` into success or
 //! error: new data, FIN, RST, freed send space, connection established or failed, an
-//! accept-queue entry (`docs/semantics.md#try-first`). It need not report the state at registration, because
-//! every operation tries first and waits only after `WouldBlock`.
+//! accept-queue entry (`docs/semantics.md#try-first`). It need not report the state at
+//! registration, because every operation tries first and waits only after `WouldBlock`.
 //!
 //! # Spurious events
 //!

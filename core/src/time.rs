@@ -1,8 +1,8 @@
 //! Time as the core sees it: injected, never read from a clock of its own.
 //!
-//! `core` and `stack` read no clock (`docs/design.md#no-clock-in-core`). An [`Instant`] is a count of nanoseconds since an
-//! arbitrary, per-[`Clock`] epoch; the hosted backend maps it to `CLOCK_MONOTONIC`, tests to a
-//! manual clock.
+//! `core` and `stack` read no clock (`docs/design.md#no-clock-in-core`). An [`Instant`] is a count
+//! of nanoseconds since an arbitrary, per-[`Clock`] epoch; the hosted backend maps it to
+//! `CLOCK_MONOTONIC`, tests to a manual clock.
 
 use core::fmt;
 use core::ops::{Add, Sub};

@@ -107,7 +107,8 @@ fn ready_vs_park() {
 #[test]
 fn evict_vs_park() {
     // Go: poll_runtime_pollUnblock (publishInfo, then netpollunblock) vs netpollblock's
-    // "recheck error states after setting gpp to pdWait" (the Dekker pair, `docs/semantics.md#error-versus-park`).
+    // "recheck error states after setting gpp to pdWait" (the Dekker pair,
+    // `docs/semantics.md#error-versus-park`).
     loom::model(|| {
         let cache = PollCache::new();
         let pd = cache.alloc();

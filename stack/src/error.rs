@@ -83,7 +83,8 @@ impl Error {
     }
 
     /// Bytes the operation moved before it failed: for `write_all`, what the stack accepted
-    /// (Go: the `nn` that `Write` returns with its error, checklist #16 of `docs/semantics.md`). Zero for other operations.
+    /// (Go: the `nn` that `Write` returns with its error, checklist #16 of `docs/semantics.md`).
+    /// Zero for other operations.
     pub const fn transferred(&self) -> usize {
         self.transferred
     }

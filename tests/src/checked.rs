@@ -1,5 +1,5 @@
 //! A backend decorator that checks the socket lifecycle the stack promises every backend
-//! (`netpoll_stack::backend` docs; spec §3.2 and §6 #48):
+//! (`netpoll_stack::backend` docs; `docs/semantics.md#close-sequence` and checklist #48):
 //!
 //! * `register` at most once, before any `deregister`;
 //! * `deregister` (if registered) **before** `close` (Go: `pd.close()` before `CloseFunc`);

@@ -1,10 +1,10 @@
 //! netpoll-conformance: the semantic contract every backend must meet, written once.
 //!
-//! Each behaviour of the spec's conformance checklist (`spec/go-netpoll.md` §6 A–E) is one
+//! Each behaviour of the conformance checklist in `docs/semantics.md` (sections A–E, and R) is one
 //! generic async function in [`suite`], named after its checklist number (`a01_…`, `b11_…`,
 //! `c17_…`, `d26_…`, `e42_…`). A backend is plugged in through a [`Harness`], and
 //! [`conformance_suite!`] expands to one `#[test]` per case, so every backend runs the same
-//! bodies under **identical test names** (house style §22, §23): a failure reads
+//! bodies under **identical test names**: a failure reads
 //! `hosted::d29_read_deadline_fires_on_time` or `smoltcp::d29_read_deadline_fires_on_time`.
 //!
 //! # Adding a backend
@@ -325,10 +325,10 @@ impl<B: SocketBackend> Env<B> {
     }
 
     /// Asserts no task is parked on a pollDesc (Go: `netpollWaiters == 0` after all I/O
-    /// completed, spec §6 #55).
+    /// completed, checklist #55 of `docs/semantics.md`).
     pub async fn assert_no_waiters(&self) {
-        // A waker decrements the count just *after* waking its task (Go #61454: never before the
-        // task is runnable), so with several workers the task can finish first: allow that
+        // A waker decrements the count just *after* waking its task (golang/go#61454: never before
+        // the task is runnable), so with several workers the task can finish first: allow that
         // short window, never a count that stays up.
         for _ in 0..100 {
             if self.handle.waiters() == 0 {
@@ -418,7 +418,8 @@ pub mod io {
     }
 }
 
-/// How a case makes the *peer* end a connection (spec §3.5: three distinct outcomes).
+/// How a case makes the *peer* end a connection (`docs/semantics.md#shutdown-versus-close`: three
+/// distinct outcomes).
 pub mod peer {
     use netpoll_stack::{SocketBackend, TcpStream};
 
@@ -439,7 +440,8 @@ pub mod peer {
     }
 }
 
-/// Asserts that `e` is a timeout error of `op`, with Go's whole shape (spec §6 #28).
+/// Asserts that `e` is a timeout error of `op`, with Go's whole shape (checklist #28 of
+/// `docs/semantics.md`).
 #[track_caller]
 pub fn assert_timeout(e: &Error, op: netpoll_stack::Op) {
     assert_eq!(e.op(), op, "timeout from the wrong op: {e}");

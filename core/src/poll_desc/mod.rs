@@ -22,9 +22,9 @@
 //! Why `SeqCst` and not `AcqRel`: Go's rule is a store–load pair on two different words ("need
 //! to recheck error states after setting gpp to pdWait … runtime_pollUnblock … do the
 //! opposite: store to closing/rd/wd, publishInfo, load of rg/wg"). Only sequential consistency
-//! forbids both sides reading the old value (`docs/semantics.md#error-versus-park`: Go lost wake-ups on
-//! arm64 before it made this pair sequentially consistent). On x86 every RMW is already a
-//! full barrier and `SeqCst` loads are plain loads, so this costs nothing on the hot path.
+//! forbids both sides reading the old value (`docs/semantics.md#error-versus-park`: Go lost
+//! wake-ups on arm64 before it made this pair sequentially consistent). On x86 every RMW is already
+//! a full barrier and `SeqCst` loads are plain loads, so this costs nothing on the hot path.
 //!
 //! # The summary word protocol (Go: the `atomicInfo` comment)
 //!
@@ -265,7 +265,8 @@ struct Semaphore<'a> {
 impl Semaphore<'_> {
     #[inline]
     fn load(&self) -> u32 {
-        // SeqCst: see the ordering table (the Dekker pair of `docs/semantics.md#error-versus-park`).
+        // SeqCst: see the ordering table (the Dekker pair of
+        // `docs/semantics.md#error-versus-park`).
         self.state.load(Ordering::SeqCst)
     }
 
@@ -538,10 +539,10 @@ impl PollDesc {
                     // Go: pollWait checks netpollcheckerr at entry, *before* netpollblock
                     // consumes pdReady, so a latched readiness never hides a close or an expired
                     // deadline (row 13: "only a fresh pollWait entry (which checks the error
-                    // first) reports the timeout"; checklist #26). READY stays latched for `prepare`. On the
-                    // wake-up path (row 8 followed by a timeout) Go would return "retry" instead;
-                    // reporting the error there is the order `docs/semantics.md#data-racing-a-deadline`
-                    // allows.
+                    // first) reports the timeout"; checklist #26). READY stays latched for
+                    // `prepare`. On the wake-up path (row 8 followed by a timeout) Go would return
+                    // "retry" instead; reporting the error there is the order
+                    // `docs/semantics.md#data-racing-a-deadline` allows.
                     if let Err(e) = self.check_err(dir) {
                         return Poll::Ready(Err(e));
                     }
@@ -551,8 +552,8 @@ impl PollDesc {
                 }
                 NIL => {
                     // Go: pollWait's entry check, and its re-check after a wake without I/O
-                    // (rows 7, 9; or a deadline reset after firing, `docs/semantics.md#fired-then-reset-deadline`:
-                    // then we park again).
+                    // (rows 7, 9; or a deadline reset after firing,
+                    // `docs/semantics.md#fired-then-reset-deadline`: then we park again).
                     if let Err(e) = self.check_err(dir) {
                         return Poll::Ready(Err(e));
                     }
@@ -673,8 +674,8 @@ impl PollDesc {
     /// Go: `poll_runtime_pollSetDeadline`.
     ///
     /// A deadline at or before `now` is expired at once (Go: `d == 0 → -1`, checklist #36) and
-    /// unblocks a waiter (#31); a later one asks for a timer; `None` clears the expiry (#33) without waking
-    /// anybody. A no-op once closing.
+    /// unblocks a waiter (#31); a later one asks for a timer; `None` clears the expiry (#33)
+    /// without waking anybody. A no-op once closing.
     pub fn set_deadline(
         &self,
         now: Instant,

@@ -41,7 +41,8 @@
 //! `publish_info`;
 //! `EVENT_ERR` is set lock-free by `set_event_err`, which re-checks the generation held in
 //! the same word (`docs/semantics.md#stale-events`). Explicit widths: the generation is the
-//! full 32 bits (Go's `pollFDSeq` shift kept only 16 of its 20; `docs/semantics.md#lessons-from-gos-history`).
+//! full 32 bits (Go's `pollFDSeq` shift kept only 16 of its 20;
+//! `docs/semantics.md#lessons-from-gos-history`).
 
 /// Nothing pending, nobody waiting. Go: `pdNil`.
 pub(crate) const NIL: u32 = 0;

@@ -2,10 +2,10 @@
 //!
 //! Each banner names the semaphore state a test starts from (`docs/semantics.md#semaphore-states`),
 //! and each test names the rows of `docs/semantics.md#transition-table` it covers ("row 6") and
-//! the conformance checklist items of `docs/semantics.md` it checks ("#53"). A [`CountingWaker`] double stands in for the
-//! parked task; its counters and the descriptor's fields ([`sanity!`]) are asserted after every
-//! step, so an extra wake, a leaked waker clone or an off-by-one waiter count fails at the step
-//! that caused it.
+//! the conformance checklist items of `docs/semantics.md` it checks ("#53"). A [`CountingWaker`]
+//! double stands in for the parked task; its counters and the descriptor's fields ([`sanity!`]) are
+//! asserted after every step, so an extra wake, a leaked waker clone or an off-by-one waiter count
+//! fails at the step that caused it.
 //!
 //! The WAIT state exists only inside [`PollDesc::poll_wait`], between its `NIL → WAIT` CAS and
 //! the commit. Those tests drive the waiter's two halves ([`begin_wait`], then
@@ -648,8 +648,9 @@ fn wait_past_deadline_makes_commit_fail() {
 
 #[test]
 fn wait_deadline_fired_then_reset_parks_again() {
-    // Row 7 then `docs/semantics.md#fired-then-reset-deadline`: the timer fires during WAIT, but the deadline is cleared before the
-    // waiter re-checks: pollWait's loop finds no error and parks again.
+    // Row 7 then `docs/semantics.md#fired-then-reset-deadline`: the timer fires during WAIT, but
+    // the deadline is cleared before the waiter re-checks: pollWait's loop finds no error and parks
+    // again.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     let a = arm(&pd, 0, R, 10);
@@ -825,8 +826,8 @@ fn parked_combined_past_deadline_wakes_both() {
 
 #[test]
 fn parked_deadline_fires_then_expiry_is_sticky() {
-    // `netpolldeadlineimpl` + #30: the timer expires the deadline and wakes the waiter; every later wait times
-    // out at once until the deadline is changed.
+    // `netpolldeadlineimpl` + #30: the timer expires the deadline and wakes the waiter; every later
+    // wait times out at once until the deadline is changed.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     let a = arm(&pd, 0, R, 10);
@@ -894,7 +895,8 @@ fn parked_deadline_moved_later_rearms() {
 
 #[test]
 fn parked_deadline_moved_earlier_supersedes_old_timer() {
-    // `docs/semantics.md#shortening` and #39: an earlier deadline asks for a new timer; the old one becomes stale.
+    // `docs/semantics.md#shortening` and #39: an earlier deadline asks for a new timer; the old one
+    // becomes stale.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     let late = arm(&pd, 0, R, 50);
@@ -948,8 +950,9 @@ fn parked_stale_timer_after_clear_is_ignored() {
 
 #[test]
 fn parked_timer_fired_then_reset_parks_again() {
-    // #32 (`docs/semantics.md#fired-then-reset-deadline`): the timer woke the waiter, but the deadline was cleared before it ran: the
-    // re-poll finds no error and parks again instead of reporting a timeout.
+    // #32 (`docs/semantics.md#fired-then-reset-deadline`): the timer woke the waiter, but the
+    // deadline was cleared before it ran: the re-poll finds no error and parks again instead of
+    // reporting a timeout.
     let (_cache, pd, waiters) = setup();
     let t = Task::new();
     let a = arm(&pd, 0, R, 10);
@@ -1068,8 +1071,8 @@ fn parked_cancel_wait_after_wake_keeps_readiness() {
 
 #[test]
 fn parked_waiter_count_drops_only_after_wake() {
-    // `docs/semantics.md#waiter-count` (golang/go#61454): the count is decremented after the task is made runnable, never
-    // before: the waker observes the count still including its task.
+    // `docs/semantics.md#waiter-count` (golang/go#61454): the count is decremented after the task
+    // is made runnable, never before: the waker observes the count still including its task.
     struct Observer {
         waiters: Arc<WaiterCount>,
         seen: crate::sync::Mutex<Vec<usize>>,

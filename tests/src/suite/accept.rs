@@ -1,4 +1,5 @@
-//! C. Accept and listeners (spec §6 items 17–25).
+//! C. Accept and listeners: items 17–25 of the conformance checklist in `docs/semantics.md`
+//! (and #60, a refused connect).
 
 use core::time::Duration;
 
@@ -94,7 +95,7 @@ pub async fn c20_accept_past_deadline_times_out_even_if_queued<B: SocketBackend>
     let ln = env.listen();
     let addr = env.addr_of(&ln);
     // CAUTION: relies on the backlog completing handshakes before accept (the kernel does;
-    // DESIGN.md rule 7 requires it of the userspace stack too).
+    // `docs/design.md#a-backlog-is-a-bounded-queue` requires it of the userspace stack too).
     let client = env.connect(addr).await;
     env.sleep(20 * MS).await;
     ln.set_deadline(Some(env.past())).unwrap();

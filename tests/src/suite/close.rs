@@ -1,4 +1,5 @@
-//! E. Close (spec §3, §6 items 42–48; 49 is UDP-only, 50 a core case).
+//! E. Close (`docs/semantics.md#close`): items 42–48 of its conformance checklist (49 is
+//! UDP-only, 50 a core case).
 
 use core::pin::pin;
 use core::time::Duration;
@@ -306,8 +307,8 @@ pub async fn e48_close_waits_for_inflight_ops<B: SocketBackend>(env: Env<B>) {
         pds_before - 1,
         "close must release the stream's pollDesc before it returns"
     );
-    // Go's queued ops hold a reference too (§3.1), so `Close` waits for all four to release
-    // theirs: the stream's pollDesc is gone when `close` returns (checked above).
+    // Go's queued ops hold a reference too (`docs/semantics.md#fdmutex`), so `Close` waits for all
+    // four to release theirs: the stream's pollDesc is gone when `close` returns (checked above).
     // CAUTION: on a multi-worker runtime an op's task can still be between releasing its
     // reference and returning (and bumping `returned`) on another thread when `close` returns,
     // so there `returned` is checked to reach 4 promptly rather than at the very instant.

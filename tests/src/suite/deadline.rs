@@ -1,4 +1,4 @@
-//! D. Deadlines (spec §2.4 D1–D14, §6 items 26–41).
+//! D. Deadlines (`docs/semantics.md#deadlines`): items 26–41 of its conformance checklist.
 
 use core::pin::pin;
 use core::task::Poll;
@@ -47,8 +47,8 @@ fn assert_in(what: &str, elapsed: Duration, min: Duration, max: Duration) {
     );
 }
 
-/// #26 (D1): a read with a past deadline times out at once even though data is readable; the
-/// data is still there once the deadline is cleared.
+/// #26 (`docs/semantics.md#past-deadline`): a read with a past deadline times out at once even
+/// though data is readable; the data is still there once the deadline is cleared.
 pub async fn d26_read_past_deadline_times_out_with_data_ready<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     client.write_all(b"ab").await.unwrap();
@@ -75,8 +75,8 @@ pub async fn d26_read_past_deadline_times_out_with_data_ready<B: SocketBackend>(
     );
 }
 
-/// #27 (D1): a write with a past deadline times out at once with nothing transferred, even
-/// with free buffer space; nothing of it reaches the peer.
+/// #27 (`docs/semantics.md#past-deadline`): a write with a past deadline times out at once with
+/// nothing transferred, even with free buffer space; nothing of it reaches the peer.
 pub async fn d27_write_past_deadline_times_out<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     server.set_write_deadline(Some(env.past())).unwrap();
@@ -159,8 +159,8 @@ pub async fn d29_read_deadline_fires_on_time<B: SocketBackend>(env: Env<B>) {
     }
 }
 
-/// #30 (D2): expiry is sticky: after one timeout every later read times out at once — even
-/// once data arrives — until the deadline is changed.
+/// #30 (`docs/semantics.md#sticky-expiry`): expiry is sticky: after one timeout every later read
+/// times out at once — even once data arrives — until the deadline is changed.
 pub async fn d30_read_timeout_is_sticky<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     server.set_read_deadline(Some(env.after(20 * MS))).unwrap();
@@ -193,8 +193,9 @@ pub async fn d30_read_timeout_is_sticky<B: SocketBackend>(env: Env<B>) {
     );
 }
 
-/// #31 (D5): moving the deadline into the past while an op is blocked unblocks it promptly
-/// with a timeout — and not before the call (`testPresentTimeout`), for read and write.
+/// #31 (`docs/semantics.md#moving-into-the-past`): moving the deadline into the past while an op is
+/// blocked unblocks it promptly with a timeout — and not before the call (`testPresentTimeout`),
+/// for read and write.
 pub async fn d31_past_deadline_unblocks_blocked_ops<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     let r = spawn_read(&env, &server);
@@ -211,7 +212,7 @@ pub async fn d31_past_deadline_unblocks_blocked_ops<B: SocketBackend>(env: Env<B
     env.assert_blocked("write of more than the send path holds", &w, 100 * MS)
         .await;
     let t = env.now();
-    // A deadline equal to now is expired too (D4).
+    // A deadline equal to now is expired too (#36).
     client.set_write_deadline(Some(env.now())).unwrap();
     let (res, at) = env.within("write after the deadline", PROMPT, w).await;
     let e = res.expect_err("timeout");
@@ -221,7 +222,8 @@ pub async fn d31_past_deadline_unblocks_blocked_ops<B: SocketBackend>(env: Env<B
     env.assert_no_waiters().await;
 }
 
-/// #32 (D6, D7, I6): changing the deadline of a blocked read takes effect: extended, the read
+/// #32 (`docs/semantics.md#extending`, `#shortening`, `#fired-then-reset-deadline`): changing
+/// the deadline of a blocked read takes effect: extended, the read
 /// does not time out at the old deadline but at the new one — also when the old timer already
 /// fired and woke the reader before the extension; shortened, it times out at the new one.
 pub async fn d32_extended_deadline_takes_effect<B: SocketBackend>(env: Env<B>) {
@@ -242,8 +244,9 @@ pub async fn d32_extended_deadline_takes_effect<B: SocketBackend>(env: Env<B>) {
         400 * MS + PROMPT,
     );
 
-    // I6: the old timer fires and wakes the parked reader, but the deadline is extended before
-    // the reader runs again. It must find no error and block again until the new deadline.
+    // `docs/semantics.md#fired-then-reset-deadline`: the old timer fires and wakes the parked
+    // reader, but the deadline is extended before the reader runs again. It must find no error and
+    // block again until the new deadline.
     let mut buf = [0u8; 8];
     server.set_read_deadline(Some(env.after(20 * MS))).unwrap();
     {
@@ -288,9 +291,9 @@ pub async fn d32_extended_deadline_takes_effect<B: SocketBackend>(env: Env<B>) {
     env.assert_no_waiters().await;
 }
 
-/// #33 (D3): "no deadline" leaves ops blocked: past then none → read and write block until
-/// `close`, which reports closed (not timeout, not temporary); a deadline cleared while a
-/// read is blocked never fires.
+/// #33 (`docs/semantics.md#no-deadline`): "no deadline" leaves ops blocked: past then none → read
+/// and write block until `close`, which reports closed (not timeout, not temporary); a deadline
+/// cleared while a read is blocked never fires.
 pub async fn d33_cleared_deadline_leaves_op_blocked<B: SocketBackend>(env: Env<B>) {
     // Read: past → none → blocks until close.
     let (_client, server) = env.pair().await;
@@ -328,8 +331,8 @@ pub async fn d33_cleared_deadline_leaves_op_blocked<B: SocketBackend>(env: Env<B
     env.assert_no_waiters().await;
 }
 
-/// #34 (D8): read and write deadlines are independent: an expired read deadline does not stop
-/// writes (nor a blocked writer), and vice versa.
+/// #34 (`docs/semantics.md#independent-directions`): read and write deadlines are independent: an
+/// expired read deadline does not stop writes (nor a blocked writer), and vice versa.
 pub async fn d34_read_and_write_deadlines_are_independent<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     let mut buf = [0u8; 8];
@@ -388,7 +391,8 @@ pub async fn d34_read_and_write_deadlines_are_independent<B: SocketBackend>(env:
     env.assert_no_waiters().await;
 }
 
-/// #35 (D9): `set_deadline` (both directions) times out a pending read and a pending write.
+/// #35 (`docs/semantics.md#combined-deadline`): `set_deadline` (both directions) times out a
+/// pending read and a pending write.
 pub async fn d35_set_deadline_times_out_read_and_write<B: SocketBackend>(env: Env<B>) {
     let (_client, server) = env.pair().await;
     let t0 = env.now();
@@ -404,7 +408,8 @@ pub async fn d35_set_deadline_times_out_read_and_write<B: SocketBackend>(env: En
     env.assert_no_waiters().await;
 }
 
-/// #36 (D4): a deadline equal to now is already expired; `None` means no deadline.
+/// #36 (`docs/semantics.md#deadline-now`): a deadline equal to now is already expired; `None` means
+/// no deadline.
 pub async fn d36_deadline_now_is_expired_and_none_is_no_deadline<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     let mut buf = [0u8; 8];
@@ -468,9 +473,9 @@ pub async fn d37_huge_deadline_never_expires<B: SocketBackend>(env: Env<B>) {
     }
 }
 
-/// #38 (D12, `TestVariousDeadlines`): deadlines from 1 ns to 1 s on a copy loop whose peer never
-/// writes always end in a timeout, never a hang or EOF. The runs proceed concurrently, each on
-/// its own connection.
+/// #38 (`docs/semantics.md#very-short-deadlines`, `TestVariousDeadlines`): deadlines from 1 ns to 1
+/// s on a copy loop whose peer never writes always end in a timeout, never a hang or EOF. The runs
+/// proceed concurrently, each on its own connection.
 pub async fn d38_various_deadlines_always_terminate<B: SocketBackend>(env: Env<B>) {
     const NS: Duration = Duration::from_nanos(1);
     const US: Duration = Duration::from_micros(1);
@@ -579,10 +584,10 @@ pub async fn d39_stale_deadline_timer_has_no_effect<B: SocketBackend>(env: Env<B
     env.assert_no_waiters().await;
 }
 
-/// #40 (D13): deadline changes racing I/O are safe. `TestReadWriteDeadlineRace`: 2 µs read and
-/// write deadlines reset 1000× while a reader and a writer loop 1000×; then
-/// `TestConcurrentSetDeadline`: 8 tasks × 10 streams × 100 ever-earlier deadlines. No hang,
-/// no panic, only timeouts or successes; the streams still work afterwards.
+/// #40 (`docs/semantics.md#concurrent-deadline-changes`): deadline changes racing I/O are safe.
+/// `TestReadWriteDeadlineRace`: 2 µs read and write deadlines reset 1000× while a reader and a
+/// writer loop 1000×; then `TestConcurrentSetDeadline`: 8 tasks × 10 streams × 100 ever-earlier
+/// deadlines. No hang, no panic, only timeouts or successes; the streams still work afterwards.
 pub async fn d40_concurrent_deadline_stress<B: SocketBackend>(env: Env<B>) {
     const N: usize = 1000;
     let ln = env.listen();
@@ -679,10 +684,10 @@ pub async fn d40_concurrent_deadline_stress<B: SocketBackend>(env: Env<B>) {
     env.assert_no_waiters().await;
 }
 
-/// #41 (D14): after a read or write returns (timeout included) the stack never touches the
-/// caller's buffer again: a buffer mutated right after a write timed out does not change what
-/// the peer receives; a buffer reused after a read timed out (or after a parked read was
-/// dropped) is not written into, and no data is lost.
+/// #41 (`docs/semantics.md#buffers-after-return`): after a read or write returns (timeout included)
+/// the stack never touches the caller's buffer again: a buffer mutated right after a write timed
+/// out does not change what the peer receives; a buffer reused after a read timed out (or after a
+/// parked read was dropped) is not written into, and no data is lost.
 pub async fn d41_buffers_untouched_after_return<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
 

@@ -1,4 +1,5 @@
-//! The cases, one file per topic of spec §6: [`mod@read`] (A), [`mod@write`] (B), [`accept`] (C),
+//! The cases, one file per section of the conformance checklist in `docs/semantics.md`:
+//! [`mod@read`] (A), [`mod@write`] (B), [`accept`] (C),
 //! [`deadline`] (D), [`close`] (E); and [`readable`] (R, netpoll's buffer-free wait, ids
 //! from 61 on).
 //!

@@ -1,4 +1,5 @@
-//! A. Read (spec §6 items 1–10; 9 is a core case).
+//! A. Read: items 1–10 of the conformance checklist in `docs/semantics.md` (9 is a core case,
+//! `core/tests/sched.rs`).
 
 use core::time::Duration;
 
@@ -101,7 +102,7 @@ pub async fn a02_read_returns_data_then_eof_after_peer_close<B: SocketBackend>(e
     assert_eq!(again, Ok(0), "a read after EOF");
 }
 
-/// #3: a read blocked before the peer's close wakes with `Ok(0)` (Go issue 17695).
+/// #3: a read blocked before the peer's close wakes with `Ok(0)` (golang/go#17695).
 pub async fn a03_blocked_read_wakes_with_eof_on_peer_close<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     let r = spawn_read(&env, &server, 64);
@@ -113,7 +114,7 @@ pub async fn a03_blocked_read_wakes_with_eof_on_peer_close<B: SocketBackend>(env
 
 /// #4: a zero-length read on an open stream returns `Ok(0)` at once: it does not block (no
 /// data), does not consume data, and ignores an expired deadline (the check comes before
-/// `prepare`, Go issue 15735).
+/// `prepare`, golang/go#15735).
 pub async fn a04_zero_length_read_returns_at_once<B: SocketBackend>(env: Env<B>) {
     let (client, server) = env.pair().await;
     let r = env
@@ -171,8 +172,8 @@ pub async fn a06_read_after_shutdown_read_returns_eof<B: SocketBackend>(env: Env
     let r = spawn_read(&env, &server, 64);
     env.assert_blocked("read with no data", &r, 100 * MS).await;
     server.shutdown_read().unwrap();
-    // CAUTION: Go returns `(0, io.EOF)` on Linux ("(0, non-nil)" in the spec); here EOF is
-    // `Ok(0)`, as `TcpStream::shutdown_read` documents.
+    // CAUTION: Go returns `(0, io.EOF)` on Linux (`TestCloseRead` accepts any `(0, non-nil)`); here
+    // EOF is `Ok(0)`, as `TcpStream::shutdown_read` documents.
     let got = env
         .within("blocked read after shutdown_read", PROMPT, r)
         .await;

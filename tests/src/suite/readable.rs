@@ -1,7 +1,7 @@
 //! R. `TcpStream::readable`, `try_read` and `try_write`: waiting for data without holding a
-//! read buffer, and I/O without a future (netpoll's own API, not §6 items; tokio has the same
-//! calls). They must keep the read and write contracts: no lost wake-up, no spurious EOF, the
-//! same close and deadline errors as `read` and `write`.
+//! read buffer, and I/O without a future (netpoll's own API, section R of the checklist in
+//! `docs/semantics.md`; tokio has the same calls). They must keep the read and write contracts: no
+//! lost wake-up, no spurious EOF, the same close and deadline errors as `read` and `write`.
 
 use core::time::Duration;
 

@@ -1,4 +1,4 @@
-//! B. Write (spec §6 items 11–16).
+//! B. Write: items 11–16 of the conformance checklist in `docs/semantics.md`.
 
 use core::time::Duration;
 
@@ -144,7 +144,7 @@ pub async fn b14_write_to_reset_peer_fails_and_never_hangs<B: SocketBackend>(env
                 .await
             {
                 // CAUTION [K]: on Linux the first writes after the peer's close may still
-                // succeed; the peer's RST turns a later one into an error (spec §6 #14).
+                // succeed; the peer's RST turns a later one into an error (#14).
                 Ok(_) => env.sleep(MS).await,
                 Err(e) => return e,
             }
@@ -213,9 +213,9 @@ pub async fn b15_zero_length_write_reports_errors<B: SocketBackend>(env: Env<B>)
     assert_closed(&e, Op::Write);
 }
 
-/// #16 (and D10): a `write_all` that times out part-way reports the bytes the stack accepted
-/// (`transferred`, Go's `nn`); exactly those bytes reach the peer, and after the deadline is
-/// reset the stream works both ways.
+/// #16 (`docs/semantics.md#timeout-does-not-poison`): a `write_all` that times out part-way reports
+/// the bytes the stack accepted (`transferred`, Go's `nn`); exactly those bytes reach the peer, and
+/// after the deadline is reset the stream works both ways.
 pub async fn b16_write_timeout_reports_partial_count_and_conn_stays_usable<B: SocketBackend>(
     env: Env<B>,
 ) {
