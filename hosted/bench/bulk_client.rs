@@ -7,28 +7,25 @@
 //!   so nothing still sitting in a buffer is counted.
 //! * `recv`: reads and verifies the pattern from a source for the duration, then closes.
 //!
-//! Only std. Like `netpoll-bench`, it connects to loopback addresses only, unless
+//! Like `netpoll-bench`, it connects to loopback addresses only, unless
 //! `--allow-netns` is given and it runs inside a named network namespace other than the initial
 //! one (`ip netns add` + `ip netns exec`), where it may also reach private addresses (a TAP or
 //! veth link the benchmark made in that namespace).
 //!
 //! ```text
-//! cargo run --release -p netpoll-drivers --example bulk_client -- \
+//! cargo run --release -p netpoll-hosted --example bulk_client -- \
 //!     --allow-netns --addr 10.7.0.2:9009 --mode send --duration 3
 //! ```
 
-// Shared with the other benchmark examples; not every example uses every item.
-#[allow(dead_code)]
+#[allow(dead_code)] // Shared by the benchmark programs; not every one uses every item.
 mod bench_support;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bench_support::{
-    check_netns, mismatch, parse_num, parse_secs, pattern, PATTERN_LEN, TRAILER_PREFIX,
-};
+use bench_support::{check_netns, check_target, mismatch, pattern, PATTERN_LEN, TRAILER_PREFIX};
 
 const USAGE: &str = "\
 bulk_client: one-connection bulk send or receive, JSON result (hosted/bench/tap.py)
@@ -53,18 +50,9 @@ struct Options {
     label: String,
 }
 
-/// 10/8, 172.16/12, 192.168/16, 169.254/16, fc00::/7, fe80::/10, and loopback.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_private() || a.is_link_local() || a.is_loopback(),
-        IpAddr::V6(a) => {
-            let first = a.segments()[0];
-            a.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
+fn parse_args(mut p: lexopt::Parser) -> Result<Option<Options>, String> {
+    use bench_support::{next, num, secs, text, unexpected};
+    use lexopt::Arg::{Long, Short};
     let mut o = Options {
         addr: SocketAddr::from(([127, 0, 0, 1], 9009)),
         send: true,
@@ -74,34 +62,28 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         timeout: Duration::from_secs(10),
         label: String::new(),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--addr" => {
-                let v = value("--addr")?;
+    while let Some(arg) = next(&mut p)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("addr") => {
+                let v = text(&mut p, "--addr")?;
                 o.addr = v
                     .parse()
                     .map_err(|_| format!("--addr {v:?}: not an IP address and port"))?;
             }
-            "--mode" => {
-                o.send = match value("--mode")?.as_str() {
+            Long("mode") => {
+                o.send = match text(&mut p, "--mode")?.as_str() {
                     "send" => true,
                     "recv" => false,
                     other => return Err(format!("--mode {other:?}: send or recv")),
                 }
             }
-            "--duration" => o.duration = parse_secs("--duration", &value("--duration")?)?,
-            "--buf" => o.buf = parse_num("--buf", &value("--buf")?)?,
-            "--allow-netns" => o.allow_netns = true,
-            "--timeout" => o.timeout = parse_secs("--timeout", &value("--timeout")?)?,
-            "--label" => o.label = value("--label")?,
-            other => return Err(format!("unknown option {other:?}")),
+            Long("duration") => o.duration = secs(&mut p, "--duration")?,
+            Long("buf") => o.buf = num(&mut p, "--buf")?,
+            Long("allow-netns") => o.allow_netns = true,
+            Long("timeout") => o.timeout = secs(&mut p, "--timeout")?,
+            Long("label") => o.label = text(&mut p, "--label")?,
+            other => return Err(unexpected(other)),
         }
     }
     if o.buf == 0 || o.buf > PATTERN_LEN {
@@ -110,23 +92,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     if o.timeout.is_zero() {
         return Err("--timeout must be positive".into());
     }
-    let ip = o.addr.ip();
-    if !ip.is_loopback() {
-        if !o.allow_netns {
-            return Err(format!(
-                "--addr {}: not a loopback address (add --allow-netns inside a network \
-                 namespace made for the benchmark)",
-                o.addr
-            ));
-        }
-        check_netns()?;
-        if !is_private(ip) {
-            return Err(format!(
-                "--addr {}: not a private address; --allow-netns allows only private ones",
-                o.addr
-            ));
-        }
-    }
+    let netns = o.allow_netns.then(check_netns);
+    check_target(&o.addr.to_string(), &[o.addr], netns)?;
     Ok(Some(o))
 }
 
@@ -221,8 +188,7 @@ fn json_str(s: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let o = match parse_args(&args) {
+    let o = match parse_args(lexopt::Parser::from_env()) {
         Ok(Some(o)) => o,
         Ok(None) => {
             print!("{USAGE}");

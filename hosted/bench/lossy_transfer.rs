@@ -3,7 +3,7 @@
 //! how long smoltcp's loss recovery takes, in simulated time, under each set of TCP options.
 //!
 //! ```text
-//! cargo run --release -p netpoll-drivers --example lossy_transfer -- [CONNS] [BYTES] [SEED]
+//! cargo run --release -p netpoll-hosted --example lossy_transfer -- [CONNS] [BYTES] [SEED]
 //! ```
 //!
 //! `ONLY=text` runs only the configurations whose name contains `text`. Prints one line per
@@ -11,6 +11,9 @@
 //! whether every byte came back unchanged. BENCHMARKS.md compares it with the kernel's TCP.
 
 use std::time::Duration;
+
+#[allow(dead_code)] // Shared by the benchmark programs; not every one uses every item.
+mod bench_support;
 
 use netpoll_drivers::smoltcp::socket::tcp::CongestionControl;
 use std::sync::Arc;
@@ -158,11 +161,50 @@ fn run(name: &str, conns: usize, bytes: usize, seed: u64, tune: impl Fn(&mut Con
     );
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let conns: usize = args.next().map_or(32, |a| a.parse().expect("CONNS"));
-    let bytes: usize = args.next().map_or(2 << 20, |a| a.parse().expect("BYTES"));
-    let seed: u64 = args.next().map_or(1, |a| a.parse().expect("SEED"));
+/// `[CONNS] [BYTES] [SEED]`, each optional.
+fn parse_args(mut p: lexopt::Parser) -> Result<(usize, usize, u64), String> {
+    let (mut conns, mut bytes, mut seed) = (32usize, 2usize << 20, 1u64);
+    let mut position = 0;
+    while let Some(arg) = bench_support::next(&mut p)? {
+        let lexopt::Arg::Value(v) = arg else {
+            return Err(format!(
+                "{}; usage: lossy_transfer [CONNS] [BYTES] [SEED]",
+                bench_support::unexpected(arg)
+            ));
+        };
+        let v = v.to_string_lossy().into_owned();
+        let bad = |name: &str| format!("{name} {v:?}: not a positive integer");
+        match position {
+            0 => {
+                conns = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("CONNS"))?
+            }
+            1 => {
+                bytes = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("BYTES"))?
+            }
+            2 => seed = v.parse().map_err(|_| bad("SEED"))?,
+            _ => return Err(format!("unexpected argument {v:?}")),
+        }
+        position += 1;
+    }
+    Ok((conns, bytes, seed))
+}
+
+fn main() -> std::process::ExitCode {
+    let (conns, bytes, seed) = match parse_args(lexopt::Parser::from_env()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lossy_transfer: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     println!("{conns} connections x {bytes} bytes echoed, seed {seed}");
     run("defaults", conns, bytes, seed, |_| {});
     run("no early retransmit", conns, bytes, seed, |c| {
@@ -197,4 +239,5 @@ fn main() {
         c.tx_buffer = 16 * 1024;
         c.ack_delay = None;
     });
+    std::process::ExitCode::SUCCESS
 }

@@ -1,5 +1,5 @@
 //! smoltcp alone on a TAP device: the baseline that `hosted/bench/tap.py` compares
-//! netpoll-on-TAP with (feature `tap`, Linux, needs `CAP_NET_ADMIN`; run it in a namespace).
+//! netpoll-on-TAP with (Linux, needs `CAP_NET_ADMIN`; run it in a namespace).
 //!
 //! The pattern of smoltcp's own `examples/benchmark.rs`, without netpoll: one loop over the
 //! device, a smoltcp `Interface` and a `SocketSet`; each turn polls the interface, serves the
@@ -19,16 +19,17 @@
 //!
 //! ```text
 //! ip netns add np && ip netns exec np bash
-//! cargo run --release -p netpoll-drivers --features tap --example raw_benchmark -- \
+//! cargo run --release -p netpoll-hosted --example raw_benchmark -- \
 //!     --tap nptap0 --addr 10.7.0.2/24 --port 9009 --mode sink &
 //! ip addr add 10.7.0.1/24 dev nptap0 && ip link set nptap0 up && ip link set lo up
-//! cargo run --release -p netpoll-drivers --example bulk_client -- \
+//! cargo run --release -p netpoll-hosted --example bulk_client -- \
 //!     --allow-netns --addr 10.7.0.2:9009 --mode send --duration 3
 //! exit; ip netns delete np
 //! ```
+//!
+//! Once the TAP device is up it prints `listening <ip:port>` on stdout (its only output there).
 
-// Shared with the other benchmark examples; not every example uses every item.
-#[allow(dead_code)]
+#[allow(dead_code)] // Shared by the benchmark programs; not every one uses every item.
 mod bench_support;
 
 use bench_support::{Mode, ServerOptions as Options};
@@ -56,9 +57,20 @@ OPTIONS:
     --exit-after SECS   Exit after this long (0: never) [default: 0]
 ";
 
-/// Parses the command line (shared with the other benchmark server: `bench_support`).
-fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
-    Options::defaults(Mode::Echo, 128).parse(args)
+/// Parses the command line: the options shared with the other TAP server (`bench_support`).
+fn parse_args(mut p: lexopt::Parser) -> Result<Option<Options>, String> {
+    let mut o = Options::defaults(Mode::Echo, 128);
+    while let Some(arg) = bench_support::next(&mut p)? {
+        match arg {
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => return Ok(None),
+            lexopt::Arg::Long(name) => {
+                let name = name.to_owned();
+                o.take(&mut p, &name)?;
+            }
+            other => return Err(bench_support::unexpected(other)),
+        }
+    }
+    o.check().map(Some)
 }
 
 /// One accepted connection and its progress.
@@ -181,10 +193,10 @@ fn run(o: Options) -> Result<(), String> {
     let pattern = pattern();
     let mut buf = vec![0u8; o.buf];
     let stop = (!o.exit_after.is_zero()).then(|| Instant::now() + o.exit_after);
+    bench_support::announce_listening(o.listen_addr());
     eprintln!(
-        "raw_benchmark: listening on {}:{} (mode {:?}, TAP {})",
-        o.cidr.address(),
-        o.port,
+        "raw_benchmark: listening on {} (mode {:?}, TAP {})",
+        o.listen_addr(),
         o.mode,
         device.name()
     );
@@ -250,8 +262,7 @@ fn run(o: Options) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_args(&args) {
+    match parse_args(lexopt::Parser::from_env()) {
         Ok(None) => {
             print!("{USAGE}");
             ExitCode::SUCCESS

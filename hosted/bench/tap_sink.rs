@@ -1,6 +1,6 @@
 //! netpoll on smoltcp over a TAP device, bulk one way: the netpoll side of the bulk receive and
-//! bulk transmit measurements of `hosted/bench/tap.py` (feature `tap`, Linux, needs
-//! `CAP_NET_ADMIN`; run it in a network namespace), plus an echo with a chosen backlog.
+//! bulk transmit measurements of `hosted/bench/tap.py` (Linux, needs `CAP_NET_ADMIN`; run it
+//! in a network namespace), plus an echo with a chosen backlog.
 //!
 //! The same modes as `raw_benchmark` (smoltcp alone), written as a netpoll application:
 //! an accept loop and one task per connection over `TcpListener` / `TcpStream`, on `TapNet`
@@ -18,21 +18,21 @@
 //!
 //! ```text
 //! ip netns add np && ip netns exec np bash
-//! cargo run --release -p netpoll-drivers --features tap --example tap_sink -- \
+//! cargo run --release -p netpoll-hosted --example tap_sink -- \
 //!     --tap nptap0 --addr 10.7.0.2/24 --port 9009 --mode sink &
 //! ip addr add 10.7.0.1/24 dev nptap0 && ip link set nptap0 up && ip link set lo up
-//! cargo run --release -p netpoll-drivers --example bulk_client -- \
+//! cargo run --release -p netpoll-hosted --example bulk_client -- \
 //!     --allow-netns --addr 10.7.0.2:9009 --mode send --duration 3
 //! exit; ip netns delete np
 //! ```
+//!
+//! Once it listens it prints `listening <ip:port>` on stdout (its only output there).
 
-// Shared with the other benchmark examples; not every example uses every item.
-#[allow(dead_code)]
+#[allow(dead_code)] // Shared by the benchmark programs; not every one uses every item.
 mod bench_support;
 
 use bench_support::{Mode, ServerOptions as Options};
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -69,39 +69,36 @@ struct SocketBuffers {
     tx: usize,
 }
 
-/// Takes `--rx-buf` / `--tx-buf` out of `args` (the other options are `bench_support`'s,
-/// shared with `raw_benchmark`, which has no such options).
-fn take_socket_buffers(args: &[String]) -> Result<(SocketBuffers, Vec<String>), String> {
+/// The value of `--rx-buf` / `--tx-buf`.
+fn socket_buffer(p: &mut lexopt::Parser, name: &str) -> Result<usize, String> {
+    match bench_support::num::<usize>(p, name)? {
+        n @ 1024..=16_777_216 => Ok(n),
+        n => Err(format!("{name} {n}: a byte count from 1024 to 16777216")),
+    }
+}
+
+/// Parses the command line: the options shared with the other TAP server (`bench_support`)
+/// plus the socket buffers.
+fn parse_args(mut p: lexopt::Parser) -> Result<Option<(Options, SocketBuffers)>, String> {
+    use lexopt::Arg::{Long, Short};
+    let mut o = Options::defaults(Mode::Sink, 64 * 1024);
     let mut bufs = SocketBuffers {
         rx: DEFAULT_SOCKET_BUF,
         tx: DEFAULT_SOCKET_BUF,
     };
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let slot = match arg.as_str() {
-            "--rx-buf" => &mut bufs.rx,
-            "--tx-buf" => &mut bufs.tx,
-            _ => {
-                rest.push(arg.clone());
-                continue;
+    while let Some(arg) = bench_support::next(&mut p)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("rx-buf") => bufs.rx = socket_buffer(&mut p, "--rx-buf")?,
+            Long("tx-buf") => bufs.tx = socket_buffer(&mut p, "--tx-buf")?,
+            Long(name) => {
+                let name = name.to_owned();
+                o.take(&mut p, &name)?;
             }
-        };
-        let v = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        *slot = match v.parse::<usize>() {
-            Ok(n @ 1024..=16_777_216) => n,
-            _ => return Err(format!("{arg} {v:?}: a byte count from 1024 to 16777216")),
-        };
+            other => return Err(bench_support::unexpected(other)),
+        }
     }
-    Ok((bufs, rest))
-}
-
-/// Parses the command line (shared with the other benchmark server: `bench_support`).
-fn parse_args(args: &[String]) -> Result<Option<(Options, SocketBuffers)>, String> {
-    let (bufs, rest) = take_socket_buffers(args)?;
-    Ok(Options::defaults(Mode::Sink, 64 * 1024)
-        .parse(&rest)?
-        .map(|o| (o, bufs)))
+    Ok(Some((o.check()?, bufs)))
 }
 
 type Stream = TcpStream<SmolBackend<TapDevice>>;
@@ -174,12 +171,13 @@ fn run(o: Options, bufs: SocketBuffers) -> Result<(), String> {
         TapNet::open(&o.tap, config).map_err(|e| format!("TAP device {:?}: {e}", o.tap))?;
     let backend = net.backend.clone();
     let handle = net.scheduler.handle().clone();
-    let addr = SocketAddr::new(o.cidr.address().into(), o.port);
+    let addr = o.listen_addr();
     let pattern = Arc::new(pattern());
     let (mode, buf, backlog, exit_after) = (o.mode, o.buf, o.backlog, o.exit_after);
     let result = net.scheduler.try_block_on(async move {
         let listener = TcpListener::bind_with_backlog(&backend, addr, backlog)
             .map_err(|e| format!("{addr}: {e}"))?;
+        bench_support::announce_listening(addr);
         eprintln!(
             "tap_sink: listening on {addr} (mode {mode:?}, backlog {backlog}, socket buffers \
              {} rx + {} tx, TAP {})",
@@ -213,8 +211,7 @@ fn run(o: Options, bufs: SocketBuffers) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_args(&args) {
+    match parse_args(lexopt::Parser::from_env()) {
         Ok(None) => {
             print!("{USAGE}");
             ExitCode::SUCCESS

@@ -9,8 +9,12 @@
 //! cargo run --release -p netpoll-hosted --example tokio_echo -- --flavor current --listen 127.0.0.1:9010
 //! ```
 //!
-//! It logs `tokio echo: listening on ADDR (...)` to stderr, as `netpoll echo` does, so the
-//! benchmark script can start it on port 0. SIGINT or SIGTERM ends it (default disposition).
+//! Once bound it prints `listening <ip:port>` on stdout (its only output there), as
+//! `netpoll echo` does, so the benchmark scripts can start it on port 0; its configuration goes
+//! to stderr. SIGINT or SIGTERM ends it (default disposition).
+
+#[allow(dead_code)] // Shared by the benchmark programs; not every one uses every item.
+mod bench_support;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -50,7 +54,9 @@ struct Options {
     quiet: bool,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>, String> {
+fn parse(mut p: lexopt::Parser) -> Result<Option<Options>, String> {
+    use bench_support::{next, num, text, unexpected};
+    use lexopt::Arg::{Long, Short};
     let mut o = Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 9010)),
         flavor: Flavor::Current,
@@ -58,47 +64,37 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         buf: 128,
         quiet: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--listen" => {
-                let v = value("--listen")?;
+    while let Some(arg) = next(&mut p)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("listen") => {
+                let v = text(&mut p, "--listen")?;
                 o.listen = v
                     .parse()
                     .map_err(|e| format!("--listen {v:?}: not an address ({e})"))?;
             }
-            "--flavor" => {
-                o.flavor = match value("--flavor")?.as_str() {
+            Long("flavor") => {
+                o.flavor = match text(&mut p, "--flavor")?.as_str() {
                     "current" | "current_thread" | "current-thread" => Flavor::Current,
                     "multi" | "multi_thread" | "multi-thread" => Flavor::Multi,
                     other => return Err(format!("--flavor {other:?}: use `current` or `multi`")),
                 }
             }
-            "--workers" => {
-                let v = value("--workers")?;
-                o.workers = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| format!("--workers {v:?}: not a positive integer"))?,
-                );
+            Long("workers") => {
+                let n: usize = num(&mut p, "--workers")?;
+                if n == 0 {
+                    return Err("--workers must be at least 1".into());
+                }
+                o.workers = Some(n);
             }
-            "--buf" => {
-                let v = value("--buf")?;
-                o.buf = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--buf {v:?}: not a positive integer"))?;
+            Long("buf") => {
+                o.buf = num(&mut p, "--buf")?;
+                if o.buf == 0 {
+                    return Err("--buf must be at least 1".into());
+                }
             }
-            "--quiet" => o.quiet = true,
-            other => return Err(format!("unknown option {other:?}")),
+            Long("quiet") => o.quiet = true,
+            other => return Err(unexpected(other)),
         }
     }
     Ok(Some(o))
@@ -137,10 +133,11 @@ async fn serve(opts: &Options) -> std::io::Result<()> {
                 .map_or("default".to_string(), |n| n.to_string())
         ),
     };
+    let addr = listener.local_addr()?;
+    bench_support::announce_listening(addr);
     let _ = writeln!(
         std::io::stderr(),
-        "tokio echo: listening on {} (flavor {flavor}, buffer {} bytes)",
-        listener.local_addr()?,
+        "tokio echo: listening on {addr} (flavor {flavor}, buffer {} bytes)",
         opts.buf
     );
     let (buf, quiet) = (opts.buf, opts.quiet);
@@ -167,8 +164,7 @@ async fn serve(opts: &Options) -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse(&args) {
+    let opts = match parse(lexopt::Parser::from_env()) {
         Ok(Some(o)) => o,
         Ok(None) => {
             print!("{USAGE}");

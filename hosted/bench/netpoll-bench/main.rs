@@ -17,19 +17,30 @@
 //! With `--server-pid`, the server's CPU time (utime + stime from `/proc/PID/stat`) over the
 //! measured window and its resident memory (`VmRSS`) are reported too.
 //!
-//! Output: one JSON line on stdout per run. Only std and libc: a few client threads, each with
-//! its own edge-triggered epoll instance over non-blocking sockets, so 10,000 connections cost
-//! 10,000 descriptors, not 10,000 threads.
+//! Output: one JSON line on stdout per run. A few client threads, each with its own
+//! edge-triggered epoll instance over non-blocking sockets (the FFI is in `sys.rs`), so 10,000
+//! connections cost 10,000 descriptors, not 10,000 threads; latencies go into an HDR
+//! histogram (`hdrhistogram`), options through `lexopt`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+#[allow(dead_code)] // Shared by the benchmark programs; not every one uses every item.
+#[path = "../bench_support/mod.rs"]
+mod bench_support;
+mod sys;
+
+use bench_support::{check_netns, check_target};
+use sys::Epoll;
 
 const USAGE: &str = "\
 netpoll-bench: closed-loop load generator for TCP echo servers (loopback only, or private
@@ -91,129 +102,22 @@ struct Options {
     drain_timeout: Duration,
 }
 
-fn parse_secs(name: &str, v: &str) -> Result<Duration, String> {
-    let secs: f64 = v
-        .parse()
-        .map_err(|_| format!("{name} {v:?}: not a number of seconds"))?;
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("{name} {v:?}: out of range (0 to 86400 seconds)"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{name} {v:?}: not a non-negative integer"))
-}
-
-/// True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8.
-fn is_loopback(addr: &SocketAddr) -> bool {
-    match addr {
-        SocketAddr::V4(a) => a.ip().is_loopback(),
-        SocketAddr::V6(a) => {
-            a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
-}
-
-/// True for 10/8, 172.16/12, 192.168/16, 169.254/16, fc00::/7 (unique local), fe80::/10 (link
-/// local), and loopback.
-fn is_private(addr: &SocketAddr) -> bool {
-    match addr {
-        SocketAddr::V4(a) => a.ip().is_private() || a.ip().is_link_local() || a.ip().is_loopback(),
-        SocketAddr::V6(a) => {
-            let first = a.ip().segments()[0];
-            is_loopback(addr) || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Resolves `--addr`. Loopback addresses are always allowed. `netns` is the `--allow-netns`
-/// check, already made: `Some(Ok(()))` when this process runs in a non-initial network
-/// namespace, which also allows private addresses; `Some(Err(why))` when it does not (or cannot
-/// tell); `None` without the flag.
+/// Resolves `--addr` and checks that it may be loaded (`bench_support::check_target`).
 fn resolve(v: &str, netns: Option<Result<(), String>>) -> Result<SocketAddr, String> {
     let addrs: Vec<SocketAddr> = v
         .to_socket_addrs()
         .map_err(|e| format!("--addr {v:?}: not an address ({e}); try 127.0.0.1:9009"))?
         .collect();
-    let Some(first) = addrs.first() else {
+    let Some(&first) = addrs.first() else {
         return Err(format!("--addr {v:?}: resolves to no address"));
     };
-    let Some(bad) = addrs.iter().find(|a| !is_loopback(a)) else {
-        return Ok(*first);
-    };
-    match netns {
-        None => Err(format!(
-            "--addr {v:?}: {bad} is not a loopback address; netpoll-bench loads only servers \
-             on this machine (127.0.0.0/8 or ::1), never a remote host (inside a benchmark's \
-             own network namespace, --allow-netns also allows private addresses)"
-        )),
-        Some(Err(why)) => Err(format!(
-            "--addr {v:?}: {bad} is not a loopback address and {why}"
-        )),
-        Some(Ok(())) => match addrs.iter().find(|a| !is_private(a)) {
-            Some(bad) => Err(format!(
-                "--addr {v:?}: {bad} is not a private address; --allow-netns allows only \
-                 private addresses (and loopback)"
-            )),
-            None => Ok(*first),
-        },
-    }
+    check_target(v, &addrs, netns)?;
+    Ok(first)
 }
 
-/// A namespace file's identity: (device, inode) of the nsfs inode it names.
-type NsId = (u64, u64);
-
-fn ns_id(path: &str) -> std::io::Result<NsId> {
-    use std::os::unix::fs::MetadataExt;
-    // `metadata` follows the /proc link (or a /run/netns bind mount) to the namespace inode.
-    let m = std::fs::metadata(path)?;
-    Ok((m.dev(), m.ino()))
-}
-
-/// The `--allow-netns` check: this process must run in a network namespace that was made for
-/// the purpose, not in the initial one. It must be a named namespace (`ip netns add NAME` bind
-/// mounts it at `/run/netns/NAME`), and it must differ from pid 1's (`/proc/1/ns/net`, when
-/// that can be read: pid 1 is the init of our pid namespace; `ip netns exec` moves only the
-/// network namespace). Fails closed: our own namespace unreadable, or not found under
-/// `/run/netns`, is a refusal.
-fn check_netns() -> Result<(), String> {
-    let own = ns_id("/proc/self/ns/net")
-        .map_err(|e| format!("--allow-netns cannot read /proc/self/ns/net ({e})"))?;
-    let mut named = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        for entry in dir.flatten() {
-            if let Ok(id) = ns_id(&entry.path().to_string_lossy()) {
-                named.push(id);
-            }
-        }
-    }
-    // Unreadable in some sandboxes (pid 1 with more privileges than root here): the named
-    // namespace check then decides alone.
-    let init = ns_id("/proc/1/ns/net").ok();
-    netns_allowed(own, &named, init)
-}
-
-fn netns_allowed(own: NsId, named: &[NsId], init: Option<NsId>) -> Result<(), String> {
-    if init == Some(own) {
-        return Err(
-            "--allow-netns refuses: this process runs in the initial network namespace \
-                    (pid 1's); run it with `ip netns exec` in a namespace made for the benchmark"
-                .into(),
-        );
-    }
-    if !named.contains(&own) {
-        return Err(
-            "--allow-netns refuses: this process does not run in a named network \
-                    namespace (`ip netns add NAME`, then `ip netns exec NAME ...`)"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
+fn parse_args(mut p: lexopt::Parser) -> Result<Option<Options>, String> {
+    use bench_support::{next, num, secs, text, unexpected};
+    use lexopt::Arg::{Long, Short};
     let mut o = Options {
         addr: SocketAddr::from(([127, 0, 0, 1], 9009)),
         conns: 1,
@@ -230,33 +134,23 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     };
     let mut addr = None;
     let mut allow_netns = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--addr" => addr = Some(value("--addr")?),
-            "--allow-netns" => allow_netns = true,
-            "--conns" => o.conns = parse_num("--conns", &value("--conns")?)?,
-            "--size" => o.size = parse_num("--size", &value("--size")?)?,
-            "--pipeline" => o.pipeline = parse_num("--pipeline", &value("--pipeline")?)?,
-            "--duration" => o.duration = parse_secs("--duration", &value("--duration")?)?,
-            "--warmup" => o.warmup = parse_secs("--warmup", &value("--warmup")?)?,
-            "--max-msgs" => o.max_msgs = parse_num("--max-msgs", &value("--max-msgs")?)?,
-            "--threads" => o.threads = parse_num("--threads", &value("--threads")?)?,
-            "--once" => o.once = true,
-            "--server-pid" => {
-                o.server_pid = Some(parse_num("--server-pid", &value("--server-pid")?)?)
-            }
-            "--label" => o.label = value("--label")?,
-            "--drain-timeout" => {
-                o.drain_timeout = parse_secs("--drain-timeout", &value("--drain-timeout")?)?
-            }
-            other => return Err(format!("unknown option {other:?}")),
+    while let Some(arg) = next(&mut p)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("addr") => addr = Some(text(&mut p, "--addr")?),
+            Long("allow-netns") => allow_netns = true,
+            Long("conns") => o.conns = num(&mut p, "--conns")?,
+            Long("size") => o.size = num(&mut p, "--size")?,
+            Long("pipeline") => o.pipeline = num(&mut p, "--pipeline")?,
+            Long("duration") => o.duration = secs(&mut p, "--duration")?,
+            Long("warmup") => o.warmup = secs(&mut p, "--warmup")?,
+            Long("max-msgs") => o.max_msgs = num(&mut p, "--max-msgs")?,
+            Long("threads") => o.threads = num(&mut p, "--threads")?,
+            Long("once") => o.once = true,
+            Long("server-pid") => o.server_pid = Some(num(&mut p, "--server-pid")?),
+            Long("label") => o.label = text(&mut p, "--label")?,
+            Long("drain-timeout") => o.drain_timeout = secs(&mut p, "--drain-timeout")?,
+            other => return Err(unexpected(other)),
         }
     }
     if let Some(v) = addr {
@@ -282,89 +176,38 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Latency histogram: log-linear buckets, 32 per power of two (at most ~3% error), exact max.
-
-const SUB_BITS: u32 = 5;
-const SUB: u64 = 1 << SUB_BITS;
-const BUCKETS: usize = ((64 - SUB_BITS as usize) + 1) * SUB as usize;
+// Latencies: an HDR histogram of nanoseconds (3 significant digits) plus the exact maximum.
 
 #[derive(Debug, Clone)]
-struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-    sum_ns: u128,
+struct Latencies {
+    hist: Histogram<u64>,
     max_ns: u64,
 }
 
-impl Histogram {
+impl Latencies {
     fn new() -> Self {
-        Histogram {
-            counts: vec![0; BUCKETS],
-            total: 0,
-            sum_ns: 0,
+        Latencies {
+            // 1 ns to an hour; a longer latency is recorded as an hour (the max stays exact).
+            hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid bounds and precision"),
             max_ns: 0,
         }
     }
 
-    fn index(v: u64) -> usize {
-        if v < SUB {
-            return v as usize;
-        }
-        let e = 63 - v.leading_zeros(); // >= SUB_BITS
-        let mantissa = v >> (e - SUB_BITS); // in [SUB, 2 * SUB)
-        ((e - SUB_BITS) as u64 * SUB + mantissa) as usize
-    }
-
-    /// The midpoint of bucket `i`'s value range.
-    fn value(i: usize) -> u64 {
-        let i = i as u64;
-        if i < SUB {
-            return i;
-        }
-        let e = i / SUB - 1 + SUB_BITS as u64;
-        let mantissa = i % SUB + SUB;
-        let shift = e - SUB_BITS as u64;
-        (mantissa << shift) + ((1u64 << shift) >> 1)
-    }
-
     fn record(&mut self, ns: u64) {
-        self.counts[Self::index(ns)] += 1;
-        self.total += 1;
-        self.sum_ns += u128::from(ns);
+        self.hist.saturating_record(ns);
         self.max_ns = self.max_ns.max(ns);
     }
 
-    fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
-        self.sum_ns += other.sum_ns;
+    fn merge(&mut self, other: &Latencies) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
     /// The value at quantile `q` (0..=1), in nanoseconds; never above the exact maximum.
     fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::value(i).min(self.max_ns);
-            }
-        }
-        self.max_ns
-    }
-
-    fn mean(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.sum_ns as f64 / self.total as f64
-        }
+        self.hist.value_at_quantile(q).min(self.max_ns)
     }
 }
 
@@ -387,80 +230,7 @@ fn pattern() -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// epoll (the only unsafe code here).
-
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Self> {
-        // SAFETY: epoll_create1 takes no pointers; the result is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// Registers `fd` for both directions, edge-triggered, with `token` as user data.
-    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: token,
-        };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call; both descriptors
-        // are open (the caller owns `fd`, we own the epoll descriptor).
-        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
-        // SAFETY: the kernel writes at most `max` events into `events`, which is valid for
-        // writes of that many elements.
-        let n =
-            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e);
-        }
-        Ok(n as usize)
-    }
-}
-
-/// Raises the soft open-file limit to the hard limit.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
-    {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid rlimit; failure leaves the old limit, which we tolerate.
-        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // /proc readers for the server process.
-
-fn clock_ticks_per_sec() -> u64 {
-    // SAFETY: sysconf takes no pointers.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
-    }
-}
 
 /// utime + stime of `pid` (all its threads, dead ones included), in nanoseconds.
 fn proc_cpu_ns(pid: u32) -> Option<u64> {
@@ -471,7 +241,7 @@ fn proc_cpu_ns(pid: u32) -> Option<u64> {
     // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 1_000_000_000 / clock_ticks_per_sec())
+    Some((utime + stime) * 1_000_000_000 / sys::clock_ticks_per_sec())
 }
 
 /// `VmRSS` of `pid`, in KiB.
@@ -504,7 +274,7 @@ struct Conn {
 
 /// What one client thread measured.
 struct ThreadReport {
-    hist: Histogram,
+    hist: Latencies,
     measured_msgs: u64,
     total_msgs: u64,
     mismatches: u64,
@@ -805,7 +575,7 @@ fn connect_all(opts: &Options, fds_before: Option<(u32, usize)>) -> Result<Vec<T
 fn client_thread(shared: Arc<Shared>, streams: Vec<(usize, TcpStream)>) -> ThreadReport {
     let opts = &shared.opts;
     let mut report = ThreadReport {
-        hist: Histogram::new(),
+        hist: Latencies::new(),
         measured_msgs: 0,
         total_msgs: 0,
         mismatches: 0,
@@ -819,7 +589,7 @@ fn client_thread(shared: Arc<Shared>, streams: Vec<(usize, TcpStream)>) -> Threa
         for (id, stream) in streams {
             let token = report.conns.len() as u64;
             epoll
-                .add(stream.as_raw_fd(), token)
+                .add(stream.as_fd(), token)
                 .map_err(|e| format!("conn {id}: epoll_ctl: {e}"))?;
             report.conns.push(Conn {
                 stream,
@@ -939,7 +709,8 @@ fn wait_for_fds(pid: u32, want: usize, timeout: Duration) -> bool {
 }
 
 fn run(opts: Options) -> (String, bool) {
-    raise_fd_limit();
+    // Best effort: without it, large --conns runs fail at connect with a clear error.
+    let _ = netpoll_hosted::raise_fd_limit();
     let pid = opts.server_pid;
     let rss_before = pid.and_then(proc_rss_kib);
     let fds_before = pid.and_then(proc_fd_count);
@@ -1010,7 +781,7 @@ fn run(opts: Options) -> (String, bool) {
     let cpu1 = pid.and_then(proc_cpu_ns);
     let rss_after = pid.and_then(proc_rss_kib);
 
-    let mut hist = Histogram::new();
+    let mut hist = Latencies::new();
     let (mut msgs, mut total_msgs, mut mismatches, mut error_count) = (0, 0, 0, 0);
     let mut errors = setup_errors.clone();
     error_count += setup_errors.len() as u64;
@@ -1065,7 +836,7 @@ fn run(opts: Options) -> (String, bool) {
     j.num("p99_us", us(hist.quantile(0.99)));
     j.num("p999_us", us(hist.quantile(0.999)));
     j.num("max_us", us(hist.max_ns));
-    j.num("mean_us", hist.mean() / 1000.0);
+    j.num("mean_us", hist.hist.mean() / 1000.0);
     j.int("mismatches", mismatches);
     j.int("errors", error_count);
     j.bool("ok", ok);
@@ -1103,8 +874,7 @@ fn run(opts: Options) -> (String, bool) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse_args(&args) {
+    match parse_args(lexopt::Parser::from_env()) {
         Ok(None) => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -1133,97 +903,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_monotonic_and_tight() {
-        let mut prev = 0;
-        for v in [
-            0u64,
-            1,
-            31,
-            32,
-            33,
-            63,
-            64,
-            100,
-            1_000,
-            123_456,
-            1 << 40,
-            u64::MAX / 2,
-        ] {
-            let i = Histogram::index(v);
-            assert!(i >= prev);
-            prev = i;
-            let mid = Histogram::value(i);
-            let err = (mid as f64 - v as f64).abs() / (v.max(1) as f64);
-            assert!(err <= 1.0 / 32.0, "{v} -> bucket {i} -> {mid}");
-        }
-    }
-
-    #[test]
-    fn histogram_quantiles() {
-        let mut h = Histogram::new();
+    fn latency_quantiles_stay_within_a_tenth_of_a_percent_and_under_the_max() {
+        let mut a = Latencies::new();
+        let mut b = Latencies::new();
         for v in 1..=1000u64 {
-            h.record(v * 1000);
+            if v % 2 == 0 {
+                a.record(v * 1000)
+            } else {
+                b.record(v * 1000)
+            }
         }
-        let p50 = h.quantile(0.5) as f64;
-        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.04, "{p50}");
-        assert_eq!(h.quantile(1.0), 1_000_000);
-        assert!(h.quantile(0.999) <= h.max_ns);
-    }
-
-    fn resolve_default(v: &str) -> Result<SocketAddr, String> {
-        resolve(v, None)
-    }
-
-    #[test]
-    fn only_loopback_is_accepted() {
-        assert!(resolve_default("127.0.0.1:9").is_ok());
-        assert!(resolve_default("127.8.9.10:9").is_ok());
-        assert!(resolve_default("[::1]:9").is_ok());
-        assert!(resolve_default("[::ffff:127.0.0.1]:9").is_ok());
-        let e = resolve_default("10.0.0.1:9").unwrap_err();
-        assert!(e.contains("not a loopback address"), "{e}");
-        assert!(resolve_default("[2001:db8::1]:9").is_err());
-        assert!(resolve_default("0.0.0.0:9").is_err());
+        a.merge(&b);
+        let p50 = a.quantile(0.5) as f64;
+        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.001, "{p50}");
+        assert_eq!(a.quantile(1.0), 1_000_000);
+        assert_eq!(a.max_ns, 1_000_000);
     }
 
     #[test]
-    fn allow_netns_widens_to_private_addresses_only_inside_a_namespace() {
-        // Without the flag, or when the check failed: loopback only.
-        assert!(resolve("10.7.0.2:9", None).is_err());
-        let e = resolve("10.7.0.2:9", Some(Err("why".into()))).unwrap_err();
-        assert!(e.contains("why"), "{e}");
-        assert!(resolve("127.0.0.1:9", Some(Err("why".into()))).is_ok());
-        // Inside a namespace: private and link-local addresses, never public ones.
-        for ok in [
-            "10.7.0.2:9",
-            "172.16.0.1:9",
-            "192.168.1.1:9",
-            "169.254.1.1:9",
-            "[fd00::2]:9",
-            "[fe80::1]:9",
-            "127.0.0.1:9",
-        ] {
-            assert!(resolve(ok, Some(Ok(()))).is_ok(), "{ok}");
-        }
-        for bad in ["8.8.8.8:53", "[2001:db8::1]:9", "0.0.0.0:9", "172.32.0.1:9"] {
-            let e = resolve(bad, Some(Ok(()))).unwrap_err();
-            assert!(e.contains("not a private address"), "{bad}: {e}");
-        }
-        // The namespace check itself: named, and not pid 1's.
-        let (init, ours) = ((4, 4026531840), (4, 4026532301));
-        assert!(netns_allowed(ours, &[ours], Some(init)).is_ok());
-        assert!(
-            netns_allowed(ours, &[ours], None).is_ok(),
-            "pid 1 unreadable"
+    fn addresses_resolve_and_only_loopback_is_loaded_by_default() {
+        assert_eq!(
+            resolve("127.0.0.1:9", None),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9)))
         );
-        assert!(
-            netns_allowed(ours, &[], Some(init)).is_err(),
-            "not a named namespace"
-        );
-        assert!(
-            netns_allowed(init, &[init], Some(init)).is_err(),
-            "the initial one, named"
-        );
+        assert!(resolve("10.0.0.1:9", None).is_err());
+        assert!(resolve("10.7.0.2:9", Some(Ok(()))).is_ok());
+        assert!(resolve("not an address", None).is_err());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let parse = |a: &[&str]| parse_args(lexopt::Parser::from_args(a.iter().copied()));
+        let o = parse(&[
+            "--conns",
+            "50",
+            "--size",
+            "16384",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((o.conns, o.size, o.threads), (50, 16384, 1));
+        assert!(parse(&["--help"]).unwrap().is_none());
+        assert!(parse(&["--conns", "0"]).is_err());
+        assert!(parse(&["--warmup", "3", "--duration", "3"]).is_err());
+        assert!(parse(&["--bogus"]).unwrap_err().contains("bogus"));
+        assert!(parse(&["--addr", "8.8.8.8:53"]).is_err());
     }
 
     #[test]
