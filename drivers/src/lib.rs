@@ -113,6 +113,8 @@ mod error;
 mod frame;
 mod host;
 mod net;
+#[cfg(feature = "std")]
+mod pcap;
 #[cfg(feature = "tap")]
 pub mod netns;
 pub mod sim;
@@ -121,6 +123,8 @@ mod source;
 mod sys;
 #[cfg(feature = "tap")]
 mod tap;
+#[cfg(feature = "virtio")]
+pub mod virtio;
 mod wait;
 mod wire;
 
@@ -132,6 +136,8 @@ pub use config::Config;
 pub use error::DriverError;
 pub use host::{Host, HostStats};
 pub use net::{WireNet, WireNetBuilder, WireScheduler, WIRE_ADDR_A, WIRE_ADDR_B};
+#[cfg(feature = "std")]
+pub use pcap::{capture, Captured, PcapFile};
 pub use sim::{
     sim_ip, Impairments, SimDevice, SimNet, SimNetBuilder, SimScheduler, SimStats, SimSwitch,
     SimWaiter, SIM_MAX_HOSTS,

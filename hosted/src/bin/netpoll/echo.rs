@@ -1,265 +1,34 @@
-//! The `netpoll` command: an echo server on netpoll (Go's netpoller semantics in Rust).
+//! `netpoll echo`: the echo server, on either backend.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use std::net::Ipv4Addr;
-
 use netpoll_core::sched::RunError;
-use netpoll_core::{Handle, Instant};
+use netpoll_core::{Clock, Handle, Instant, Scheduler};
+use netpoll_drivers::smoltcp::phy::Device;
 use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
-use netpoll_drivers::{Config, TapNet, TapWaiter};
+use netpoll_drivers::{
+    capture, Config, Host, MonotonicClock, PcapFile, SmolBackend, SmolSource, TapDevice, TapWaiter,
+};
 use netpoll_hosted::{signal, ErrorKind, Runtime};
 use netpoll_stack::{SocketBackend, TcpListener, TcpStream, DEFAULT_BACKLOG};
 
-/// Logs a line to stderr; a closed stderr must not take the server down (eprintln panics).
-macro_rules! log {
+use crate::cli::{Backend, EchoOptions};
+
+/// Writes one of the server's summary lines to stderr (startup, shutdown, totals): printed
+/// whatever the log filter, as the server's deliberate output. A closed stderr must not take
+/// the server down (`eprintln!` panics).
+macro_rules! say {
     ($($arg:tt)*) => {{
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
-}
-
-const USAGE: &str = "\
-netpoll: Go's network poller semantics, rebuilt in Rust.
-
-USAGE:
-    netpoll echo [OPTIONS]
-    netpoll --help | --version
-
-COMMANDS:
-    echo    Run a TCP echo server: accept in a loop, one task per connection that reads into
-            a 128-byte buffer and writes back what it read, closing on end of stream.
-
-ECHO OPTIONS:
-    --listen ADDR     Address to listen on (IPv4 or [IPv6]:port) [default: 127.0.0.1:9009]
-    --backend NAME    I/O engine [default: epoll]:
-                        epoll  the kernel TCP stack, readiness from epoll
-                        tap    smoltcp (userspace TCP/IP) over a TAP device; needs
-                               CAP_NET_ADMIN. See README (TAP walkthrough)
-    --tap NAME        TAP interface to create or attach to (tap backend) [default: nptap0]
-    --addr CIDR       smoltcp's own address on the TAP link (tap backend)
-                      [default: 10.7.0.2/24]; --listen must use this address or 0.0.0.0
-    --gateway IP      smoltcp's default IPv4 route (tap backend) [default: none]
-    --rx-buf BYTES    smoltcp's receive buffer per TCP socket, 1024 to 16777216 (tap backend)
-                      [default: netpoll_drivers::Config's, 8192]
-    --tx-buf BYTES    smoltcp's send buffer per TCP socket, 1024 to 16777216 (tap backend)
-                      [default: netpoll_drivers::Config's, 4096]
-    --backlog N       Listen backlog, 1 to 65535 [default: 128]; with the tap backend the
-                      accept pool: N smoltcp sockets with both buffers allocated up front
-                      (at most 1 GiB in all)
-    --buf BYTES       Per-connection read buffer size [default: 128]
-    --workers N       Worker threads of the epoll runtime (epoll backend)
-                      [default: number of CPUs]
-    --quiet           Do not log per-connection errors
-    --verbose         Also log every connection reset by its peer (otherwise only counted,
-                      in the summary at exit)
-    -h, --help        Print this help
-
-Options of one backend given with the other are an error.
-
-Ctrl-C (SIGINT) or SIGTERM stops the server cleanly: the listener is closed; with the tap
-backend every open connection is closed (FIN; a reset for those still open after 300 ms) and
-smoltcp is kept running until those frames left (at most about a second, since no kernel
-closes smoltcp's sockets for us); the process exits with status 0.
-
-EXAMPLE:
-    netpoll echo --listen 127.0.0.1:9009 &
-    printf 'hello\\n' | nc -q1 127.0.0.1 9009
-";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Epoll,
-    Tap,
-}
-
-#[derive(Debug)]
-struct EchoOptions {
-    listen: SocketAddr,
-    buf: usize,
-    workers: Option<usize>,
-    quiet: bool,
-    verbose: bool,
-    backend: Backend,
-    tap: String,
-    addr: (Ipv4Addr, u8),
-    gateway: Option<Ipv4Addr>,
-    rx_buf: Option<usize>,
-    tx_buf: Option<usize>,
-    backlog: Option<u32>,
-}
-
-/// The most memory the tap backend's accept pool may preallocate (`--backlog` times both
-/// buffers).
-const MAX_POOL_BYTES: usize = 1 << 30;
-
-/// `v` as a number in `range`, or an error naming the option and the range.
-fn parse_in<T>(
-    name: &str,
-    v: &str,
-    range: std::ops::RangeInclusive<T>,
-    unit: &str,
-) -> Result<T, String>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display,
-{
-    v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
-        format!(
-            "{name} {v:?}: expected {unit}from {} to {}",
-            range.start(),
-            range.end()
-        )
-    })
-}
-
-fn parse_cidr(v: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("--addr {v:?}: expected an IPv4 CIDR such as 10.7.0.2/24");
-    let (ip, len) = v.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().ok().filter(|&l| l <= 32).ok_or_else(bad)?;
-    Ok((ip, len))
-}
-
-fn parse_echo(args: &[String]) -> Result<Option<EchoOptions>, String> {
-    let mut opts = EchoOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 9009)),
-        buf: 128,
-        workers: None,
-        quiet: false,
-        backend: Backend::Epoll,
-        tap: "nptap0".into(),
-        addr: (Ipv4Addr::new(10, 7, 0, 2), 24),
-        gateway: None,
-        verbose: false,
-        rx_buf: None,
-        tx_buf: None,
-        backlog: None,
-    };
-    // Options given that only one backend reads, to reject them with the other.
-    let mut tap_only = Vec::new();
-    let mut epoll_only = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--listen" => {
-                let v = value("--listen")?;
-                opts.listen = v.parse().map_err(|e| {
-                    format!("--listen {v:?}: not an address ({e}); try 127.0.0.1:9009")
-                })?;
-            }
-            "--backend" => {
-                opts.backend = match value("--backend")?.as_str() {
-                    "epoll" => Backend::Epoll,
-                    "tap" => Backend::Tap,
-                    other => {
-                        return Err(format!(
-                            "--backend {other:?}: unknown backend (known: epoll, tap)"
-                        ))
-                    }
-                }
-            }
-            "--tap" => {
-                opts.tap = value("--tap")?;
-                tap_only.push("--tap");
-            }
-            "--addr" => {
-                opts.addr = parse_cidr(&value("--addr")?)?;
-                tap_only.push("--addr");
-            }
-            "--gateway" => {
-                let v = value("--gateway")?;
-                opts.gateway = Some(
-                    v.parse()
-                        .map_err(|_| format!("--gateway {v:?}: expected an IPv4 address"))?,
-                );
-                tap_only.push("--gateway");
-            }
-            "--rx-buf" => {
-                let v = value("--rx-buf")?;
-                opts.rx_buf = Some(parse_in(
-                    "--rx-buf",
-                    &v,
-                    1024..=16 << 20,
-                    "a size in bytes ",
-                )?);
-                tap_only.push("--rx-buf");
-            }
-            "--tx-buf" => {
-                let v = value("--tx-buf")?;
-                opts.tx_buf = Some(parse_in(
-                    "--tx-buf",
-                    &v,
-                    1024..=16 << 20,
-                    "a size in bytes ",
-                )?);
-                tap_only.push("--tx-buf");
-            }
-            "--backlog" => {
-                let v = value("--backlog")?;
-                opts.backlog = Some(parse_in("--backlog", &v, 1..=65535, "")?);
-            }
-            "--buf" => {
-                let v = value("--buf")?;
-                opts.buf = parse_in("--buf", &v, 1..=16 << 20, "a size in bytes ")?;
-            }
-            "--workers" => {
-                let v = value("--workers")?;
-                opts.workers = Some(parse_in("--workers", &v, 1..=1024, "")?);
-                epoll_only.push("--workers");
-            }
-            "--quiet" => opts.quiet = true,
-            "--verbose" => opts.verbose = true,
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    if opts.quiet && opts.verbose {
-        return Err("--quiet and --verbose exclude each other".into());
-    }
-    let (wrong, other) = match opts.backend {
-        Backend::Epoll => (tap_only, "tap"),
-        Backend::Tap => (epoll_only, "epoll"),
-    };
-    if !wrong.is_empty() {
-        let (s, verb) = if wrong.len() == 1 {
-            ("", "applies")
-        } else {
-            ("s", "apply")
-        };
-        return Err(format!(
-            "option{s} {} {verb} only to --backend {other}",
-            wrong.join(", ")
-        ));
-    }
-    if opts.backend == Backend::Tap {
-        let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG) as usize;
-        let defaults = Config::default();
-        let per_socket =
-            opts.rx_buf.unwrap_or(defaults.rx_buffer) + opts.tx_buf.unwrap_or(defaults.tx_buffer);
-        if backlog * per_socket > MAX_POOL_BYTES {
-            return Err(format!(
-                "--backlog {backlog} with {per_socket} bytes of buffers per socket would \
-                 preallocate {} MiB for the accept pool (at most {} MiB): lower --backlog, \
-                 --rx-buf or --tx-buf",
-                (backlog * per_socket) >> 20,
-                MAX_POOL_BYTES >> 20
-            ));
-        }
-    }
-    Ok(Some(opts))
 }
 
 /// Runs `a` and `b` together; returns when either finishes.
@@ -316,8 +85,6 @@ impl Drop for LentBuf {
 #[derive(Debug, Clone, Copy)]
 struct ConnOptions {
     buf_size: usize,
-    quiet: bool,
-    verbose: bool,
 }
 
 /// Set once, before the server accepts: connections read their options here rather than each
@@ -327,7 +94,7 @@ static CONN_OPTIONS: OnceLock<ConnOptions> = OnceLock::new();
 /// Connections accepted, for the summary at exit.
 static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 /// Connections that ended with a reset (or a broken pipe) from the peer: normal for a server,
-/// so counted, and logged one by one only with `--verbose`.
+/// so counted, and logged one by one only at debug level (`--verbose`).
 static RESETS: AtomicU64 = AtomicU64::new(0);
 /// The server is closing every connection: the errors that causes are its own doing.
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
@@ -339,24 +106,26 @@ fn conn_options() -> ConnOptions {
 }
 
 /// Logs a connection's error, naming its peer if the socket still knows it (after a reset it
-/// may not). The address is looked up here rather than kept in every connection's task.
+/// may not): a reset by the peer at debug level (it is normal for a server, and counted),
+/// anything else as a warning. The address is looked up here rather than kept in every
+/// connection's task.
 fn report<B: SocketBackend>(conn: &TcpStream<B>, e: netpoll_stack::Error) {
     // Relaxed: counters and a flag that only silence logging.
     if SHUTTING_DOWN.load(Ordering::Relaxed) {
         return;
     }
-    let opts = conn_options();
-    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) {
+    let level = if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) {
         RESETS.fetch_add(1, Ordering::Relaxed);
-        if !opts.verbose {
-            return;
-        }
-    } else if opts.quiet {
+        log::Level::Debug
+    } else {
+        log::Level::Warn
+    };
+    if !log::log_enabled!(level) {
         return;
     }
     match conn.peer_addr() {
-        Ok(peer) => log!("netpoll echo: {peer}: {e}"),
-        Err(_) => log!("netpoll echo: {e}"),
+        Ok(peer) => log::log!(level, "connection from {peer}: {e}"),
+        Err(_) => log::log!(level, "connection: {e}"),
     }
 }
 
@@ -386,8 +155,21 @@ fn echo_conn<B: SocketBackend>(conn: TcpStream<B>) -> impl Future<Output = ()> +
                 break;
             }
         }
+        if log::log_enabled!(log::Level::Debug) {
+            log_closed(&conn);
+        }
         // Boxed: it runs once, at the end.
         let _ = Box::pin(conn.close()).await;
+    }
+}
+
+/// Logs the end of a connection (debug level), outside `echo_conn` so that its task stays
+/// small.
+fn log_closed<B: SocketBackend>(conn: &TcpStream<B>) {
+    match conn.peer_addr() {
+        Ok(peer) => log::debug!("connection from {peer} closed"),
+        // After a reset the socket may no longer know its peer.
+        Err(_) => log::debug!("connection closed"),
     }
 }
 
@@ -506,7 +288,8 @@ async fn serve<B: SocketBackend>(listener: TcpListener<B>, registry: Option<&Reg
     let mut limit = RateLimit::new(Duration::from_secs(1));
     loop {
         match listener.accept().await {
-            Ok((conn, _peer)) => {
+            Ok((conn, peer)) => {
+                log::debug!("accepted a connection from {peer}");
                 backoff = Duration::ZERO;
                 // Relaxed: a statistic.
                 ACCEPTED.fetch_add(1, Ordering::Relaxed);
@@ -524,7 +307,8 @@ async fn serve<B: SocketBackend>(listener: TcpListener<B>, registry: Option<&Reg
                         0 => String::new(),
                         n => format!(" ({n} more since the last report)"),
                     };
-                    log!("netpoll echo: {e}; retrying in {backoff:?}{more}");
+                    // An error, not a warning: the server cannot take new clients meanwhile.
+                    log::error!("accept: {e}; retrying in {backoff:?}{more}");
                 }
                 handle.sleep(backoff).await;
             }
@@ -575,7 +359,7 @@ async fn close_all<B: SocketBackend>(handle: &Handle, registry: &Registry<B>, ta
         }
     }
     let drained = wait_until(handle, SHUTDOWN_DRAIN, || (tap.sockets)() == 0).await;
-    log!(
+    say!(
         "netpoll echo: closed {n} open connection(s) ({reset} reset after {SHUTDOWN_GRACE:?}); \
          {}",
         if drained {
@@ -594,17 +378,44 @@ async fn watch_link(handle: Handle, tap: &TapExtras) {
         handle.sleep(Duration::from_millis(250)).await;
         let (now_up, now_downs) = (tap.link.link_up(), tap.link.link_downs());
         if now_downs != downs {
-            log!(
-                "netpoll echo: TAP {}: link down; frames are lost until it is back (TCP \
-                 retransmits them)",
+            log::warn!(
+                "TAP {}: link down; frames are lost until it is back (TCP retransmits them)",
                 tap.name
             );
         }
         if now_up && (!up || now_downs != downs) {
-            log!("netpoll echo: TAP {}: link up, frames flow again", tap.name);
+            // A warning too, so whoever saw the one above by default sees it end.
+            log::warn!("TAP {}: link up, frames flow again", tap.name);
         }
         (up, downs) = (now_up, now_downs);
     }
+}
+
+/// Binds the first of `addrs` the backend can listen on; the error names every failure.
+fn bind_first<B: SocketBackend>(
+    backend: &B,
+    addrs: &[SocketAddr],
+    backlog: u32,
+) -> Result<TcpListener<B>, String> {
+    let mut failures = Vec::new();
+    for &addr in addrs {
+        match TcpListener::bind_with_backlog(backend, addr, backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => {
+                log::debug!("cannot listen on {addr}: {e}");
+                failures.push(format!("{addr}: {e}"));
+            }
+        }
+    }
+    Err(format!("cannot listen on {}", failures.join("; ")))
+}
+
+/// Prints the bound address to stdout as the one machine-readable line of `netpoll echo`
+/// (`listening IP:PORT`), flushed at once so a script reading it can connect right away.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the reader took its line and left) must not stop the server.
+    let _ = writeln!(out, "listening {addr}").and_then(|()| out.flush());
 }
 
 /// Listens, serves until SIGINT/SIGTERM, then closes the listener (and, on smoltcp, every
@@ -616,17 +427,13 @@ async fn echo_server<B: SocketBackend>(
     tap: Option<TapExtras>,
 ) -> Result<(), String> {
     let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG);
-    let listener = TcpListener::bind_with_backlog(&backend, opts.listen, backlog)
-        .map_err(|e| format!("{}: {e}", opts.listen))?;
+    let listener = bind_first(&backend, &opts.listen, backlog)?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let handle = listener.handle().clone();
     // Only one server per process sets it; a second would keep the first's options.
-    let _ = CONN_OPTIONS.set(ConnOptions {
-        buf_size: opts.buf,
-        quiet: opts.quiet,
-        verbose: opts.verbose,
-    });
-    log!("netpoll echo: listening on {addr} (backend {engine})");
+    let _ = CONN_OPTIONS.set(ConnOptions { buf_size: opts.buf });
+    say!("netpoll echo: listening on {addr} (backend {engine})");
+    announce(addr);
     // The kernel closes its sockets when the process exits; smoltcp's need us.
     let registry = tap.as_ref().map(|_| Registry::new());
     let serving = serve(listener.clone(), registry.as_ref());
@@ -640,13 +447,13 @@ async fn echo_server<B: SocketBackend>(
         }
         None => race(serving, signal::termination()).await,
     }
-    log!("netpoll echo: shutting down");
+    say!("netpoll echo: shutting down");
     SHUTTING_DOWN.store(true, Ordering::Relaxed);
     let _ = listener.close().await;
     if let (Some(registry), Some(tap)) = (&registry, &tap) {
         close_all(&handle, registry, tap).await;
     }
-    log!(
+    say!(
         "netpoll echo: served {} connection(s), {} reset by the peer",
         ACCEPTED.load(Ordering::Relaxed),
         RESETS.load(Ordering::Relaxed)
@@ -654,10 +461,11 @@ async fn echo_server<B: SocketBackend>(
     Ok(())
 }
 
-fn run_echo(opts: EchoOptions) -> Result<(), String> {
+/// Runs `netpoll echo` until SIGINT or SIGTERM.
+pub fn run(opts: EchoOptions) -> Result<(), String> {
     signal::install_termination_handler().map_err(|e| format!("signal setup: {e}"))?;
     if let Err(e) = netpoll_hosted::raise_fd_limit() {
-        log!("netpoll echo: could not raise the open-file limit: {e}");
+        log::warn!("could not raise the open-file limit: {e}");
     }
     match opts.backend {
         Backend::Epoll => {
@@ -671,188 +479,93 @@ fn run_echo(opts: EchoOptions) -> Result<(), String> {
             rt.try_block_on(echo_server(backend, &opts, &engine, None))
                 .map_err(|e| format!("epoll failed: {e}"))?
         }
-        Backend::Tap => {
-            let (ip, prefix) = opts.addr;
-            let mut config = Config::with_address(
-                IpCidr::new(ip.into(), prefix),
-                // A locally administered unicast MAC.
-                EthernetAddress([0x02, 0x6e, 0x70, 0x00, 0x00, 0x01]),
-            );
-            config.gateway_v4 = opts.gateway;
-            if let Some(n) = opts.rx_buf {
-                config.rx_buffer = n;
-            }
-            if let Some(n) = opts.tx_buf {
-                config.tx_buffer = n;
-            }
-            if let Some(n) = opts.backlog {
-                config.max_backlog = config.max_backlog.max(n);
-            }
-            let mut net =
-                TapNet::open(&opts.tap, config).map_err(|e| format!("tap backend: {e}"))?;
-            log!(
-                "netpoll echo: smoltcp on TAP {} as {ip}/{prefix}; give the kernel side an address \
-                 in that subnet and bring the link up",
-                opts.tap
-            );
-            let backend = net.backend.clone();
-            let host = net.host.clone();
-            let tap = TapExtras {
-                sockets: Box::new(move || host.stats().sockets),
-                link: net.link(),
-                name: opts.tap.clone(),
-            };
-            match net
-                .scheduler
-                .try_block_on(echo_server(backend, &opts, "tap", Some(tap)))
-            {
-                Ok(r) => r,
-                Err(RunError::Source(e)) => Err(format!("tap backend stopped: {e}")),
-                Err(e) => Err(format!("tap backend stopped: {e}")),
-            }
-        }
+        Backend::Tap => run_tap(&opts),
     }
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some("-V" | "--version") => {
-            println!("netpoll {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Some("echo") => match parse_echo(&args[1..]) {
-            Ok(Some(opts)) => run_echo(opts),
-            Ok(None) => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Err(e) => Err(format!("{e}\nrun `netpoll --help` for usage")),
-        },
-        Some(other) => Err(format!(
-            "unknown command {other:?}\nrun `netpoll --help` for usage"
+/// The tap backend: opens the TAP device (and the capture file), runs the server, and writes
+/// out the capture however the server ended.
+fn run_tap(opts: &EchoOptions) -> Result<(), String> {
+    let (ip, prefix) = opts.addr;
+    let mut config = Config::with_address(
+        IpCidr::new(ip.into(), prefix),
+        // A locally administered unicast MAC.
+        EthernetAddress([0x02, 0x6e, 0x70, 0x00, 0x00, 0x01]),
+    );
+    config.gateway_v4 = opts.gateway;
+    if let Some(n) = opts.rx_buf {
+        config.rx_buffer = n;
+    }
+    if let Some(n) = opts.tx_buf {
+        config.tx_buffer = n;
+    }
+    if let Some(n) = opts.backlog {
+        config.max_backlog = config.max_backlog.max(n);
+    }
+    let pcap = match &opts.pcap {
+        Some(path) => Some((
+            path,
+            PcapFile::create(path).map_err(|e| format!("--pcap {}: {e}", path.display()))?,
         )),
+        None => None,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log!("netpoll: {e}");
-            ExitCode::FAILURE
-        }
+    let device =
+        TapDevice::open_with_mtu(&opts.tap, config.mtu).map_err(|e| format!("tap backend: {e}"))?;
+    say!(
+        "netpoll echo: smoltcp on TAP {} as {ip}/{prefix}; give the kernel side an address in \
+         that subnet and bring the link up",
+        opts.tap
+    );
+    // The waiter sleeps on the TAP descriptor; a capture wrapped around the device keeps it.
+    let (waiter, link) = (device.waiter(), device.waiter());
+    let served = match &pcap {
+        Some((_, file)) => serve_tap(capture(device, file.clone()), waiter, link, config, opts),
+        None => serve_tap(device, waiter, link, config, opts),
+    };
+    if let Some((path, file)) = pcap {
+        file.flush()
+            .map_err(|e| format!("--pcap {}: {e}", path.display()))?;
+        say!(
+            "netpoll echo: wrote {} frame(s) to {}",
+            file.frames(),
+            path.display()
+        );
+    }
+    served
+}
+
+/// Runs the echo server on smoltcp over `device` (the TAP device, or it wrapped in a
+/// capture), waiting on the TAP device's `waiter`; `link` reports its link state.
+fn serve_tap<D>(
+    device: D,
+    waiter: TapWaiter,
+    link: TapWaiter,
+    config: Config,
+    opts: &EchoOptions,
+) -> Result<(), String>
+where
+    D: Device + Send + 'static,
+{
+    let clock: Arc<dyn Clock> = MonotonicClock::new();
+    let host = Host::new(device, config, clock.clone()).map_err(|e| format!("tap backend: {e}"))?;
+    let source = SmolSource::new(waiter).with_host(host.clone());
+    let mut scheduler = Scheduler::new(source, clock);
+    let backend = SmolBackend::new(host.clone(), scheduler.handle().clone());
+    let tap = TapExtras {
+        sockets: Box::new(move || host.stats().sockets),
+        link,
+        name: opts.tap.clone(),
+    };
+    match scheduler.try_block_on(echo_server(backend, opts, "tap", Some(tap))) {
+        Ok(r) => r,
+        Err(RunError::Source(e)) => Err(format!("tap backend stopped: {e}")),
+        Err(e) => Err(format!("tap backend stopped: {e}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn parse_err(list: &[&str]) -> String {
-        parse_echo(&args(list)).expect_err("rejected")
-    }
-
-    #[test]
-    fn engine_options_are_parsed_and_checked() {
-        let o = parse_echo(&args(&[
-            "--backend",
-            "tap",
-            "--rx-buf",
-            "4096",
-            "--tx-buf",
-            "8192",
-            "--backlog",
-            "512",
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            (o.rx_buf, o.tx_buf, o.backlog),
-            (Some(4096), Some(8192), Some(512))
-        );
-        let o = parse_echo(&args(&["--backlog", "1024", "--verbose"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (o.backend, o.backlog, o.verbose),
-            (Backend::Epoll, Some(1024), true)
-        );
-
-        for (list, want) in [
-            (
-                &["--backend", "tap", "--rx-buf", "100"][..],
-                "--rx-buf \"100\": expected a size in bytes from 1024 to 16777216",
-            ),
-            (
-                &["--backend", "tap", "--tx-buf", "lots"][..],
-                "--tx-buf \"lots\": expected a size in bytes from 1024 to 16777216",
-            ),
-            (
-                &["--backlog", "0"][..],
-                "--backlog \"0\": expected from 1 to 65535",
-            ),
-            (
-                &["--backlog", "65536"][..],
-                "--backlog \"65536\": expected from 1 to 65535",
-            ),
-            (
-                &["--quiet", "--verbose"][..],
-                "--quiet and --verbose exclude each other",
-            ),
-        ] {
-            assert_eq!(parse_err(list), want, "{list:?}");
-        }
-        // 65535 pool sockets of 128 KiB each would be 8 GiB.
-        let e = parse_err(&[
-            "--backend",
-            "tap",
-            "--backlog",
-            "65535",
-            "--rx-buf",
-            "65536",
-            "--tx-buf",
-            "65536",
-        ]);
-        assert!(
-            e.starts_with("--backlog 65535 with 131072 bytes of buffers per socket"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn options_of_the_other_backend_are_rejected() {
-        assert_eq!(
-            parse_err(&["--tap", "nptap1"]),
-            "option --tap applies only to --backend tap"
-        );
-        assert_eq!(
-            parse_err(&[
-                "--addr",
-                "10.0.0.2/24",
-                "--gateway",
-                "10.0.0.1",
-                "--rx-buf",
-                "4096",
-                "--tx-buf",
-                "4096",
-                "--backend",
-                "epoll",
-            ]),
-            "options --addr, --gateway, --rx-buf, --tx-buf apply only to --backend tap"
-        );
-        assert_eq!(
-            parse_err(&["--backend", "tap", "--workers", "2"]),
-            "option --workers applies only to --backend epoll"
-        );
-        // Order does not matter: the backend may come last.
-        assert!(parse_echo(&args(&["--tap", "nptap1", "--backend", "tap"])).is_ok());
-    }
 
     #[test]
     fn rate_limit_allows_one_line_per_interval_and_counts_the_rest() {
