@@ -49,7 +49,8 @@ pub fn install_termination_handler() -> io::Result<()> {
                     }
                 }
                 Err(e) => {
-                    eprintln!("netpoll: sigwait failed: {e}");
+                    // Termination futures never complete after this: say why.
+                    log::error!("sigwait failed, SIGINT and SIGTERM are no longer seen: {e}");
                     return;
                 }
             }

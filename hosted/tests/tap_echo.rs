@@ -32,15 +32,14 @@ struct Server {
 }
 
 impl Server {
-    /// Starts the server on the TAP device, gives the kernel side its address and brings the
-    /// link up.
+    /// Starts the server on the TAP device (without `--listen`: it listens on its `--addr`,
+    /// port 9009), gives the kernel side its address and brings the link up.
     fn start(extra: &[&str]) -> Server {
-        let listen = format!("{SMOL}:9009");
         let mut child = Command::new(env!("CARGO_BIN_EXE_netpoll"))
             .args(["echo", "--backend", "tap", "--tap", TAP, "--addr"])
             .arg(format!("{SMOL}/24"))
-            .args(["--listen", &listen])
             .args(extra)
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start netpoll echo");
@@ -52,12 +51,22 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
+        // The address line on stdout comes once the listener is bound.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let server = Server {
             child,
             log,
-            addr: listen.parse().unwrap(),
+            addr: format!("{SMOL}:9009").parse().unwrap(),
         };
-        server.wait_for_log("listening on", Duration::from_secs(10));
+        assert_eq!(
+            line,
+            format!("listening {}\n", server.addr),
+            "{:#?}",
+            server.log()
+        );
         ip(&["link", "set", "lo", "up"]);
         ip(&["addr", "add", &format!("{KERNEL}/24"), "dev", TAP]);
         ip(&["link", "set", TAP, "up"]);
@@ -221,5 +230,138 @@ fn server_survives_a_link_flap() {
         server.wait_for_log("link up", Duration::from_secs(2));
         server.signal(libc::SIGTERM);
         assert_eq!(server.wait(Duration::from_secs(5)), Some(0));
+    });
+}
+
+/// A TCP segment read back from a pcap file.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    src: u16,
+    dst: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: usize,
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// The TCP segments of a pcap file of Ethernet frames (classic format, either byte order),
+/// checking every record on the way.
+fn tcp_segments(file: &[u8]) -> Vec<Segment> {
+    assert!(
+        file.len() >= 24,
+        "no pcap global header: {} bytes",
+        file.len()
+    );
+    let magic = [0xa1, 0xb2, 0xc3, 0xd4];
+    let big_endian = match [file[0], file[1], file[2], file[3]] {
+        m if m == magic => true,
+        [a, b, c, d] if [d, c, b, a] == magic => false,
+        m => panic!("not a pcap file: magic {m:02x?}"),
+    };
+    let u16_at = |at: usize| {
+        let b = [file[at], file[at + 1]];
+        if big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |at: usize| {
+        let b = file[at..at + 4].try_into().unwrap();
+        if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    assert_eq!((u16_at(4), u16_at(6)), (2, 4), "pcap version");
+    assert_eq!(u32_at(20), 1, "link type Ethernet");
+    let mut segments = Vec::new();
+    let mut at = 24;
+    while at < file.len() {
+        assert!(at + 16 <= file.len(), "a record header runs past the end");
+        let (captured, original) = (u32_at(at + 8) as usize, u32_at(at + 12) as usize);
+        assert_eq!(captured, original, "frame truncated");
+        let frame = &file[at + 16..at + 16 + captured];
+        at += 16 + captured;
+        // IPv4 over Ethernet, TCP; ARP and the kernel's IPv6 chatter are skipped.
+        if frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 6 {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ip_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let tcp = &ip[usize::from(ip[0] & 0x0f) * 4..ip_len];
+        let be16 = |at: usize| u16::from_be_bytes([tcp[at], tcp[at + 1]]);
+        let be32 = |at: usize| u32::from_be_bytes(tcp[at..at + 4].try_into().unwrap());
+        segments.push(Segment {
+            src: be16(0),
+            dst: be16(2),
+            flags: tcp[13],
+            seq: be32(4),
+            ack: be32(8),
+            payload: tcp.len() - usize::from(tcp[12] >> 4) * 4,
+        });
+    }
+    assert_eq!(at, file.len(), "a record runs past the end of the file");
+    segments
+}
+
+/// `--pcap`: the capture of the userspace path holds the kernel client's handshake with
+/// smoltcp (SYN, SYN-ACK, ACK, in that order), the message both ways, and is complete after
+/// a SIGTERM (written out at exit).
+#[test]
+fn pcap_captures_the_handshake_and_the_echo() {
+    in_netns("pcap_captures_the_handshake_and_the_echo", || {
+        let path = std::env::temp_dir().join(format!("netpoll-tap-{}.pcap", std::process::id()));
+        let mut server = Server::start(&["--pcap", path.to_str().expect("a UTF-8 temp dir")]);
+        let mut c = server.connect();
+        let client = c.local_addr().unwrap().port();
+        echo(&mut c, b"captured");
+        drop(c);
+        server.signal(libc::SIGTERM);
+        assert_eq!(server.wait(Duration::from_secs(5)), Some(0));
+        let file = std::fs::read(&path).expect("the capture file");
+        let _ = std::fs::remove_file(&path);
+        let segments = tcp_segments(&file);
+        let conn: Vec<Segment> = segments
+            .into_iter()
+            .filter(|s| (s.src, s.dst) == (client, 9009) || (s.src, s.dst) == (9009, client))
+            .collect();
+        let syn = conn
+            .iter()
+            .position(|s| s.dst == 9009 && s.flags & (SYN | ACK) == SYN)
+            .unwrap_or_else(|| panic!("no SYN in {conn:#?}"));
+        let syn_ack = conn
+            .iter()
+            .position(|s| {
+                s.src == 9009
+                    && s.flags & (SYN | ACK) == SYN | ACK
+                    && s.ack == conn[syn].seq.wrapping_add(1)
+            })
+            .unwrap_or_else(|| panic!("no SYN-ACK in {conn:#?}"));
+        let ack = conn
+            .iter()
+            .position(|s| {
+                s.dst == 9009
+                    && s.flags & (SYN | ACK) == ACK
+                    && s.ack == conn[syn_ack].seq.wrapping_add(1)
+            })
+            .unwrap_or_else(|| panic!("no ACK of the SYN-ACK in {conn:#?}"));
+        assert!(syn < syn_ack && syn_ack < ack, "{conn:#?}");
+        let request = conn.iter().position(|s| s.dst == 9009 && s.payload == 8);
+        let reply = conn.iter().position(|s| s.src == 9009 && s.payload == 8);
+        assert!(
+            matches!((request, reply), (Some(q), Some(r)) if ack <= q && q < r),
+            "the message and its echo: {conn:#?}"
+        );
+        let log = server.log();
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("netpoll echo: wrote ") && l.contains(" frame(s) to ")),
+            "{log:#?}"
+        );
     });
 }
