@@ -10,13 +10,24 @@
 //!   `TCP_NODELAY` on by default, `SO_REUSEADDR` on listeners, IPv4 and IPv6, `MSG_NOSIGNAL`;
 //! * [`Runtime`]: what users start (`Runtime::new()?.block_on(async { ... })`) and the free
 //!   functions [`spawn`], [`backend`], [`now`], [`sleep`] that work inside it;
-//! * [`MixedNet`]: one scheduler for kernel sockets and smoltcp over a TAP device at once
-//!   ([`MixedSource`] blocks on the TAP device and the epoll descriptor together).
+//! * [`MixedNet`] (feature `tap`): one scheduler for kernel sockets and smoltcp over a TAP
+//!   device at once ([`MixedSource`] blocks on the TAP device and the epoll descriptor
+//!   together).
+//!
+//! # Features
+//!
+//! * `tap`: the userspace engine (`netpoll-drivers`, smoltcp) over a TAP device: [`MixedNet`]
+//!   and `netpoll echo --backend tap`. Without it this crate pulls in neither smoltcp nor
+//!   `netpoll-drivers`.
+//! * `cli` (default): the `netpoll` and `netpoll-bench` binaries; implies `tap`. A library
+//!   user who wants kernel sockets only depends on it with `default-features = false`.
 //!
 //! The state machine, scheduler and Go's I/O loops are not here: they are `netpoll-core` and
 //! `netpoll-stack`, shared with the smoltcp engine. Unsafe code lives only under `sys/`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+#[cfg(feature = "tap")]
 mod mixed;
 pub mod signal;
 mod source;
@@ -25,6 +36,8 @@ mod sys;
 mod runtime;
 
 pub use backend::{error_kind, KernelBackend, KernelSocket};
+#[cfg(feature = "tap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub use mixed::{MixedError, MixedNet, MixedScheduler, MixedSource};
 pub use netpoll_core::{yield_now, Handle, Instant, JoinHandle};
 pub use netpoll_stack::{Error, ErrorKind, Op};

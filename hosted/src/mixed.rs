@@ -17,6 +17,7 @@ use crate::runtime::MonotonicClock;
 use crate::source::{EpollSource, PollStats, Poller};
 
 /// Why building or polling a [`MixedSource`] failed.
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MixedError {
@@ -80,6 +81,7 @@ impl From<io::Error> for MixedError {
 /// The scheduler's notifier is the TAP waiter's eventfd; the epoll instance's own eventfd is
 /// never signalled here (a level-triggered wake-up that only a *blocking* `epoll_wait` drains
 /// would keep the epoll fd readable and turn the TAP wait into a busy loop).
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub struct MixedSource {
     smol: SmolSource<TapDevice, TapWaiter>,
     epoll: EpollSource,
@@ -119,6 +121,7 @@ impl ReadinessSource for MixedSource {
 }
 
 /// The scheduler type of a [`MixedNet`].
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub type MixedScheduler = Scheduler<MixedSource>;
 
 /// A scheduler that polls a smoltcp host on a TAP device and kernel sockets at once, with a
@@ -155,6 +158,7 @@ pub type MixedScheduler = Scheduler<MixedSource>;
 ///     server.await;
 /// });
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub struct MixedNet {
     /// The scheduler; run the application with `scheduler.block_on`.
     pub scheduler: MixedScheduler,
