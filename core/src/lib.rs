@@ -58,7 +58,7 @@ pub mod backend;
 pub mod poll_desc;
 pub mod sched;
 pub mod source;
-mod sync;
+pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;

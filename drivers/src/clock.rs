@@ -4,7 +4,7 @@
 //! same [`Clock`] the scheduler was built with.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use netpoll_core::sync::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use netpoll_core::{Clock, Instant};

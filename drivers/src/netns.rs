@@ -12,7 +12,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::string::String;
-use std::sync::atomic::{AtomicU32, Ordering};
+use netpoll_core::sync::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use std::{eprint, eprintln, format, panic};
 

@@ -21,7 +21,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use netpoll_core::sync::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

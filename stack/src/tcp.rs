@@ -21,7 +21,7 @@ use core::fmt;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
-use core::sync::atomic::Ordering;
+use netpoll_core::sync::Ordering;
 use core::task::{Context, Poll};
 
 use netpoll_core::sched::Wait;

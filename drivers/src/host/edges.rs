@@ -5,7 +5,7 @@
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use netpoll_core::sync::{AtomicBool, Ordering};
 
 use netpoll_core::{Events, Readiness};
 use smoltcp::phy::Device;

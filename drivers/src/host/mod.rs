@@ -19,7 +19,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
-use core::sync::atomic::AtomicBool;
+use netpoll_core::sync::AtomicBool;
 use core::task::Waker;
 use core::time::Duration;
 
@@ -525,7 +525,8 @@ impl<D: Device> Inner<D> {
 /// The TCP timestamp clock (RFC 7323): smoltcp asks for a value per segment and only needs it
 /// to increase; a counter keeps `core` and this crate clock-free.
 fn tsval() -> u32 {
-    static TSVAL: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+    use netpoll_core::sync::{AtomicU32, Ordering};
+    static TSVAL: AtomicU32 = AtomicU32::new(1);
     // Relaxed: a monotone counter; no other memory is published with it.
-    TSVAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+    TSVAL.fetch_add(1, Ordering::Relaxed)
 }

@@ -4,7 +4,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use netpoll_core::sync::{AtomicBool, Ordering};
 use core::time::Duration;
 
 use netpoll_core::Clock;
