@@ -123,6 +123,28 @@ impl Config {
         Ok(())
     }
 
+    /// The memory preset for small devices (a microcontroller with a heap of about 192 KiB):
+    /// 4 KiB receive and 2 KiB send buffers per socket, a backlog limit of 4, and the defaults
+    /// otherwise (address `10.0.0.1/24`: set `addresses` and `mac` per device).
+    ///
+    /// A listener holds `backlog` sockets with both buffers allocated, and each accepted
+    /// connection is replaced in the pool by a fresh one, so a listener and `n` connections
+    /// hold `backlog + n` server sockets of 6 KiB. `drivers/tests/small_config.rs` measures a
+    /// listener and four echo connections, client and server hosts in one process, against a
+    /// 192 KiB cap (about 100 KiB on x86_64; `Config::default()` needs 1.8 MiB for the same
+    /// run, mostly its 128-socket backlog). The 4 KiB window bounds throughput to about
+    /// `4 KiB / RTT`. smoltcp's neighbor cache and route table are fixed-size arrays chosen
+    /// by its cargo features (`iface-neighbor-cache-count-*`, `iface-max-route-count-*`), not
+    /// here.
+    pub fn small() -> Self {
+        Config {
+            rx_buffer: 4 * 1024,
+            tx_buffer: 2 * 1024,
+            max_backlog: 4,
+            ..Config::default()
+        }
+    }
+
     /// The default configuration with one address and MAC: a convenience for tests and
     /// examples.
     pub fn with_address(cidr: IpCidr, mac: EthernetAddress) -> Self {
