@@ -12,10 +12,9 @@ NS=${NS:-netpoll-demo}
 TAP=${TAP:-nptap0}
 SMOL=10.7.0.2      # smoltcp's address (the server)
 KERNEL=10.7.0.1    # the kernel side of the TAP link (the client)
-PORT=9009
 
 cargo build --release -q -p netpoll-hosted --bin netpoll
-BIN=$PWD/target/release/netpoll
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/netpoll
 
 ip netns add "$NS"
 cleanup() {
@@ -24,20 +23,31 @@ cleanup() {
 }
 [ -z "${KEEP:-}" ] && trap cleanup EXIT
 
-# 1. The server creates the TAP device inside the namespace and runs smoltcp on it.
-ip netns exec "$NS" "$BIN" echo --backend tap --tap "$TAP" --addr "$SMOL/24" --listen "$SMOL:$PORT" &
+# 1. The server creates the TAP device inside the namespace and runs smoltcp on it, listening
+#    on its own address (port 9009 without --listen). Once it listens it prints one line,
+#    `listening IP:PORT`, to stdout: read it from a pipe instead of guessing when it is ready.
+FIFO=$(mktemp -u)
+mkfifo "$FIFO"
+ip netns exec "$NS" "$BIN" echo --backend tap --tap "$TAP" --addr "$SMOL/24" >"$FIFO" &
 SERVER=$!
+exec 3<"$FIFO"
+rm -f "$FIFO"
+if ! read -r -t 30 WORD ADDR <&3 || [ "$WORD" != listening ]; then
+  echo "netpoll echo did not report its address (got: ${WORD:-nothing} ${ADDR:-})" >&2
+  exit 1
+fi
+echo "server: listening on $ADDR"
 
 # 2. Give the kernel side of the link an address and bring it up.
-for _ in $(seq 50); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
 ip -n "$NS" link set lo up
 ip -n "$NS" addr add "$KERNEL/24" dev "$TAP"
 ip -n "$NS" link set "$TAP" up
 
 # 3. A kernel TCP client in the namespace talks to smoltcp (nc or curl work the same way).
-ip netns exec "$NS" python3 - "$SMOL" "$PORT" <<'PY'
+ip netns exec "$NS" python3 - "$ADDR" <<'PY'
 import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
 s.sendall(b"hello from the kernel\n")
 got = b""
 while len(got) < 22:
