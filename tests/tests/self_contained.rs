@@ -104,7 +104,7 @@ fn has_rule_code(text: &str) -> bool {
 }
 
 /// Whether `text` cites a numbered issue or rule of a tracker or notes kept elsewhere:
-/// `issue 4`, `issue #4`, `issues #4`, `rule 5` (any case).
+/// the word `issue`, `issues` or `rule`, a space, maybe `#`, then a digit (any case).
 fn has_numbered_reference(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     let b = lower.as_bytes();
@@ -336,7 +336,7 @@ fn repository_refers_to_nothing_outside_itself() {
 #[test]
 fn the_checker_finds_outside_references() {
     let rs = Path::new("core/src/x.rs");
-    let md = Path::new("docs/x.md");
+    let md = Path::new("NOTES.md");
     let flagged = [
         (rs, concat!("// see ../", "shared/notes")),
         (md, concat!("as DESIGN", ".md says")),
@@ -364,7 +364,7 @@ fn the_checker_finds_outside_references() {
 #[test]
 fn the_checker_leaves_ordinary_text_alone() {
     let rs = Path::new("core/src/x.rs");
-    let md = Path::new("docs/x.md");
+    let md = Path::new("NOTES.md");
     let clean = [
         (rs, "// checklist #12 of docs/semantics.md"),
         (rs, "// Go: netpollblock (golang/go#59545)"),
