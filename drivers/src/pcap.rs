@@ -156,7 +156,7 @@ impl PcapSink for PcapFile {
     }
 
     /// One record: the wall-clock time, then the frame (truncated to the snap length; frames
-    /// are at most an MTU, far below it). Flushed at most once per [`FLUSH_INTERVAL`].
+    /// are at most an MTU, far below it). Flushed at most once a second.
     fn packet(&mut self, _stack_time: smoltcp::time::Instant, packet: &[u8]) {
         let now = SystemTime::now();
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
