@@ -8,7 +8,7 @@ What one measurement does, in a network namespace of its own (`npbench-<pid>-<k>
 the measurement and always deleted after it):
 
  1. starts `netpoll echo --backend tap` (smoltcp at 10.9.0.2/24 on TAP device nptap0, listening
-    on 10.9.0.2:9009); the kernel side of the TAP link gets 10.9.0.1/24 (the probe) and
+    on 10.9.0.2:9009; it reports `listening <ip:port>` on stdout); the kernel side of the TAP link gets 10.9.0.1/24 (the probe) and
     10.9.0.3.. (the holders' source addresses, one per holder process);
  2. opens N connections from ceil(N / 12,500) holder processes (this file run as `_hold`, each
     with a raised RLIMIT_NOFILE, its own source address, at most 32 handshakes in flight), then
@@ -39,7 +39,7 @@ HEAD`, in a temporary directory, so uncommitted changes of the checkout are not 
 --out PATH, --no-write, --quick (1 round, N = 100 and 2,000, 300 round trips, no write unless
 --out is given).
 
-Needs root (namespaces, TAP), iproute2, python3 (standard library only). Every loop is bounded
+Needs root (namespaces, TAP), iproute2, python3 (standard library only, and benchlib.py). Every loop is bounded
 in count and time, every child has a deadline and dies with this script (PR_SET_PDEATHSIG), only
 processes this script started are signalled, only its own namespaces are deleted; all traffic
 stays inside the namespace. Raw JSON lines and server logs go to <target>/bench/conns-*.
@@ -49,28 +49,25 @@ Exit status 1 if any measurement failed.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import datetime as dt
 import errno
 import json
 import os
-import platform
-import resource
+import re
 import selectors
 import shlex
-import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import queue
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import benchlib as bl
+from benchlib import REPO, die, emit, log, med, sh
+from benchlib import num as fmt
+
 SELF = Path(__file__).resolve()
 
 TAP = "nptap0"
@@ -88,49 +85,10 @@ NOTES_MARKER = ("<!-- hand-written notes below this line, up to the next level-2
                 "are kept by hosted/bench/conns.py -->")
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-PR_SET_PDEATHSIG = 1
-
-
-def log(msg: str) -> None:
-    print(f"[conns-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(cmd: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
-    return r
-
-
-def die_with_parent(cpu: int | None = None):
-    """preexec_fn: the child gets SIGTERM when this script dies, and optionally a CPU."""
-
-    def f():
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except OSError:
-            pass
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-
-    return f
 
 
 # ------------------------------------------------------------------------------------------
 # Child roles: run inside the namespace by `ip netns exec ... python3 conns.py _hold|_probe`.
-
-
-def raise_nofile(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < need:
-        raise SystemExit(f"_hold: need {need} descriptors, the hard limit is {hard}")
-    if soft != resource.RLIM_INFINITY and soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-
-
-def emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def role_hold(argv: list[str]) -> int:
@@ -146,7 +104,8 @@ def role_hold(argv: list[str]) -> int:
     ap.add_argument("--verify-timeout", type=float, default=120)
     ap.add_argument("--lifetime", type=float, default=1800)
     a = ap.parse_args(argv)
-    raise_nofile(a.n + 64)
+    bl.init("conns.py _hold")
+    bl.raise_nofile(a.n + 64)
     t0 = time.monotonic()
     sel = selectors.DefaultSelector()
     socks: list[socket.socket] = []
@@ -252,13 +211,6 @@ def role_hold(argv: list[str]) -> int:
     return 0
 
 
-def pct(sorted_vals: list[float], p: float) -> float:
-    if not sorted_vals:
-        return float("nan")
-    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[k]
-
-
 def role_probe(argv: list[str]) -> int:
     """One connection from --src: --warmup then --count round trips of SIZE bytes."""
     ap = argparse.ArgumentParser(prog="conns.py _probe")
@@ -304,7 +256,7 @@ def role_probe(argv: list[str]) -> int:
     s.close()
     v = sorted(x / 1000 for x in samples)
     emit(dict(ok=err is None and len(v) == a.count, error=err, n=len(v),
-              p50_us=pct(v, 50), p90_us=pct(v, 90), p99_us=pct(v, 99), max_us=v[-1] if v else None,
+              p50_us=bl.pct(v, 50), p90_us=bl.pct(v, 90), p99_us=bl.pct(v, 99), max_us=v[-1] if v else None,
               mean_us=statistics.fmean(v) if v else None))
     return 0
 
@@ -313,144 +265,29 @@ def role_probe(argv: list[str]) -> int:
 # Build
 
 
-def git(*args: str) -> str:
-    r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
-    return r.stdout.rstrip("\n")
-
-
-def target_dir() -> Path:
-    meta = json.loads(sh(["cargo", "metadata", "--format-version", "1", "--no-deps"],
-                         timeout=120).stdout)
-    return Path(meta["target_directory"])
-
-
 def build(args) -> tuple[Path, str]:
     """Returns (server binary, a description of the tree it was built from)."""
-    commit = git("rev-parse", "--short", "HEAD").strip()
-    if args.bin:
-        p = Path(args.bin).resolve()
-        if not p.exists():
-            sys.exit(f"conns-bench: {p} does not exist")
-        return p, f"prebuilt binary {p} (checkout at {commit})"
-    tdir = target_dir()
-    cmd = ["cargo", "build", "--release", "-p", "netpoll-hosted", "--bin", "netpoll"]
-    if args.clean_build:
-        src = Path(tempfile.mkdtemp(prefix="npbench-src-"))
-        try:
-            arch = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True,
-                                  timeout=120, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True, timeout=120)
-            log(f"building the committed tree ({commit}) in {src}: {shlex.join(cmd)}")
-            env = dict(os.environ, CARGO_TARGET_DIR=str(tdir))
-            if subprocess.run(cmd, cwd=src, env=env, timeout=3600).returncode != 0:
-                sys.exit("conns-bench: the release build failed")
-        finally:
-            subprocess.run(["rm", "-rf", "--one-file-system", str(src)], timeout=120)
-        out = tdir / "bench" / f"netpoll-{commit}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", str(tdir / "release" / "netpoll"), str(out)], check=True)
-        return out, f"commit {commit}, committed tree only (`git archive HEAD`)"
-    if not args.no_build:
-        log("building: " + shlex.join(cmd))
-        if subprocess.run(cmd, cwd=REPO, timeout=3600).returncode != 0:
-            sys.exit("conns-bench: the release build failed")
-    p = tdir / "release" / "netpoll"
-    if not p.exists():
-        sys.exit(f"conns-bench: {p} is missing (run without --no-build)")
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "core", "stack",
-                "drivers", "hosted/src", "Cargo.toml", "Cargo.lock")
-    desc = f"commit {commit}"
-    if dirty:
-        desc += " plus uncommitted changes to " + ", ".join(
-            line[3:] for line in dirty.splitlines())
-    return p, desc
+    if not args.clean_build:
+        return bl.netpoll_binary(args)
+    commit = bl.git("rev-parse", "--short", "HEAD")
+    tdir = bl.target_dir()
+    src = Path(tempfile.mkdtemp(prefix="npbench-src-"))
+    try:
+        arch = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True,
+                              timeout=120, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True, timeout=120)
+        log(f"building the committed tree ({commit}) in {src}")
+        bl.build(["netpoll"], cwd=src, env=dict(os.environ, CARGO_TARGET_DIR=str(tdir)))
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(src)], timeout=120)
+    out = tdir / "bench" / f"netpoll-{commit}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", str(tdir / "release" / "netpoll"), str(out)], check=True)
+    return out, f"commit {commit}, committed tree only (`git archive HEAD`)"
 
 
 # ------------------------------------------------------------------------------------------
 # One measurement
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_s(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    f = stat[stat.rfind(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_s() -> float:
-    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return (int(f[1]) + int(f[2]) + int(f[3])) / os.sysconf("SC_CLK_TCK")
-
-
-def mem_available_mib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) // 1024
-    return 0
-
-
-class Child:
-    """A process this script started; the only kind it ever signals (by its own pid)."""
-
-    def __init__(self, cmd: list[str], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 errpath: Path | None = None, cpu: int | None = None):
-        self.cmd = cmd
-        self.err = open(errpath, "w+") if errpath else tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=self.err,
-                                     text=True, preexec_fn=die_with_parent(cpu))
-        # JSON lines of the child's stdout, read by a thread (a select on a buffered pipe
-        # would miss a second line that arrived with the first).
-        self.lines: queue.Queue = queue.Queue()
-        if stdout == subprocess.PIPE:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                try:
-                    self.lines.put(json.loads(line))
-                except ValueError:
-                    pass
-        self.lines.put(None)  # end of output
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr_text(self) -> str:
-        self.err.flush()
-        self.err.seek(0)
-        return self.err.read()
-
-    def stop(self, sig=signal.SIGTERM, grace: float = 10) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.err.close()
-
-
-def read_json_line(child: Child, deadline: float) -> dict | None:
-    """Next JSON line of a child's stdout, or None at the deadline or at its end."""
-    try:
-        return child.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-    except queue.Empty:
-        return None
 
 
 class Measurement:
@@ -461,59 +298,32 @@ class Measurement:
         self.ns = f"{NS_PREFIX}{os.getpid()}-{k}"
         self.logdir = logdir
         self.ns_made = False
-        self.server: Child | None = None
-        self.holders: list[Child] = []
+        self.server: bl.Server | None = None
+        self.holders: list[bl.Child] = []
         self.res: dict = dict(label=label, n=n, ok=False, config=server_args)
 
     # -- namespace
     def make_ns(self) -> None:
-        sh(["ip", "netns", "add", self.ns])
         self.ns_made = True
-        sh(["ip", "-n", self.ns, "link", "set", "lo", "up"])
-        sh(["ip", "netns", "exec", self.ns, "sysctl", "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
-            "net.ipv4.ip_local_port_range=1024 65535"])
+        bl.make_netns(self.ns, port_range=True)
 
     def configure_tap(self, holders: int) -> None:
-        deadline = time.monotonic() + 10
-        while sh(["ip", "-n", self.ns, "link", "show", TAP], check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"TAP device {TAP} did not appear in {self.ns}")
-            if self.server and self.server.proc.poll() is not None:
-                raise RuntimeError("server exited: " + self.server.stderr_text()[-400:])
-            time.sleep(0.05)
+        bl.wait_for_link(self.ns, TAP, 10, self.server)
         sh(["ip", "-n", self.ns, "addr", "add", f"{PROBE_SRC}/24", "dev", TAP])
         for i in range(holders):
             sh(["ip", "-n", self.ns, "addr", "add", f"{HOLD_NET}{3 + i}/24", "dev", TAP])
         sh(["ip", "-n", self.ns, "link", "set", TAP, "up"])
 
-    def wait_listening(self) -> None:
-        deadline = time.monotonic() + 10
-        while "listening on" not in self.server.stderr_text():
-            if self.server.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start: " + self.server.stderr_text()[-400:])
-            time.sleep(0.05)
-
     def counters(self) -> dict:
         """Kernel TCP counters of the namespace (the client side) and the TAP device's drops."""
-        c: dict = {}
-        try:
-            txt = sh(["ip", "netns", "exec", self.ns, "nstat", "-asz"], check=False,
-                     timeout=20).stdout
-            keep = ("TcpEstabResets", "TcpOutRsts", "TcpInErrs", "TcpRetransSegs",
-                    "TcpAttemptFails", "TcpExtTCPSynRetrans", "TcpExtTCPAbortOnData",
-                    "TcpExtTCPAbortOnClose")
-            for line in txt.splitlines():
-                f = line.split()
-                if len(f) >= 2 and f[0] in keep:
-                    c[f[0]] = int(f[1])
-            st = json.loads(sh(["ip", "-j", "-s", "-n", self.ns, "link", "show", TAP],
-                               check=False, timeout=20).stdout or "[]")
-            if st:
-                c["tap_tx_dropped"] = st[0]["stats64"]["tx"]["dropped"]
-                c["tap_rx_dropped"] = st[0]["stats64"]["rx"]["dropped"]
-        except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, IndexError) as e:
-            c["error"] = str(e)
+        c = bl.nstat(self.ns, ("TcpEstabResets", "TcpOutRsts", "TcpInErrs", "TcpRetransSegs",
+                               "TcpAttemptFails", "TcpExtTCPSynRetrans", "TcpExtTCPAbortOnData",
+                               "TcpExtTCPAbortOnClose"))
+        st = bl.link_stats(self.ns, TAP)
+        if "error" in st:
+            c["error"] = st["error"]
+        else:
+            c["tap_tx_dropped"], c["tap_rx_dropped"] = st["tx_dropped"], st["rx_dropped"]
         return c
 
     def evidence(self, why: str) -> None:
@@ -529,13 +339,8 @@ class Measurement:
             ev["server_alive"] = self.server.proc.poll() is None
             ev["server_stderr"] = self.server.stderr_text()[-3000:]
             if self.server.proc.poll() is None:
-                ev["server_cpu_s"] = cpu_s(self.server.pid)
-                try:
-                    ev["server_stack"] = sh(["gdb", "-p", str(self.server.pid), "-batch", "-ex",
-                                             "thread apply all bt 20"], check=False,
-                                            timeout=60).stdout[-6000:]
-                except (subprocess.TimeoutExpired, OSError) as e:
-                    ev["server_stack"] = str(e)
+                ev["server_cpu_s"] = bl.cpu_s(self.server.pid)
+                ev["server_stack"] = bl.gdb_backtrace(self.server.pid)
         self.res.setdefault("evidence", []).append(ev)
         log(f"{self.label}: evidence saved ({why})")
 
@@ -551,12 +356,12 @@ class Measurement:
                        "tap", "--tap", TAP, "--addr", f"{SMOL}/24", "--listen",
                        f"{SMOL}:{PORT}", "--quiet", *shlex.split(self.server_args)]
             self.res["server_cmd"] = shlex.join(["netpoll", *srv_cmd[5:]])
-            self.server = Child(srv_cmd, errpath=self.logdir / f"conns-server-{self.label}.log",
-                                cpu=0 if a.pin in ("same", "split") else None)
+            self.server = bl.Server("netpoll echo", srv_cmd,
+                                    errpath=self.logdir / f"conns-server-{self.label}.log",
+                                    cpu=0 if a.pin in ("same", "split") else None)
             self.configure_tap(nholders)
-            self.wait_listening()
             pid = self.server.pid
-            self.res["rss_start_kib"] = rss_kib(pid)
+            self.res["rss_start_kib"] = bl.rss_kib(pid)
 
             # Holders: connect, verify, hold.
             per = [self.n // nholders + (1 if i < self.n % nholders else 0)
@@ -567,13 +372,13 @@ class Measurement:
                        "--src", f"{HOLD_NET}{3 + i}", "--dst", SMOL, "--n", str(cnt),
                        "--connect-timeout", str(connect_timeout),
                        "--lifetime", str(a.hold_lifetime)]
-                self.holders.append(Child(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+                self.holders.append(bl.Child(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
             connected, errors, peak = 0, {}, 0
             deadline = time.monotonic() + connect_timeout + 30
             pending = {h: None for h in self.holders}
             while pending and time.monotonic() < deadline:
                 for h in list(pending):
-                    msg = read_json_line(h, min(deadline, time.monotonic() + 0.5))
+                    msg = h.next(min(deadline - time.monotonic(), 0.5))
                     if msg is None and h.proc.poll() is None:
                         continue
                     pending.pop(h)
@@ -583,7 +388,7 @@ class Measurement:
                     for k, v in msg["errors"].items():
                         errors[k] = errors.get(k, 0) + v
                     self.res["connect_s"] = max(self.res.get("connect_s", 0), msg["secs"])
-                r = rss_kib(pid) or 0
+                r = bl.rss_kib(pid) or 0
                 peak = max(peak, r)
                 if r > a.max_rss_mb * 1024:
                     self.res["did_not_fit"] = True
@@ -595,11 +400,11 @@ class Measurement:
                 raise RuntimeError(f"connecting {self.n} took longer than "
                                    f"{connect_timeout + 30:.0f} s")
             self.res.update(connected=connected, connect_errors=errors,
-                            rss_connected_kib=rss_kib(pid))
+                            rss_connected_kib=bl.rss_kib(pid))
             verified, bad, bad_kinds = 0, 0, {}
             vdeadline = time.monotonic() + 180
             for h in self.holders:
-                msg = read_json_line(h, vdeadline)
+                msg = h.next(vdeadline - time.monotonic())
                 if msg is None:
                     raise RuntimeError("holder did not report its one-byte echoes: "
                                        + h.stderr_text()[-400:])
@@ -626,10 +431,10 @@ class Measurement:
 
             # Idle: RSS and the server's CPU with N connections held and nothing to do.
             time.sleep(0.5)
-            c0, w0 = cpu_s(pid), time.monotonic()
+            c0, w0 = bl.cpu_s(pid), time.monotonic()
             time.sleep(a.idle_secs)
-            c1, w1 = cpu_s(pid), time.monotonic()
-            self.res["rss_idle_kib"] = rss_kib(pid)
+            c1, w1 = bl.cpu_s(pid), time.monotonic()
+            self.res["rss_idle_kib"] = bl.rss_kib(pid)
             if c0 is not None and c1 is not None:
                 self.res["idle_cpu_pct"] = 100 * (c1 - c0) / (w1 - w0)
             if self.res.get("idle_cpu_pct", 0) > 50:
@@ -639,15 +444,15 @@ class Measurement:
             probe_cmd = ["ip", "netns", "exec", self.ns, sys.executable, str(SELF), "_probe",
                          "--src", PROBE_SRC, "--dst", SMOL, "--count", str(a.rtts),
                          "--warmup", str(a.warmup), "--timeout", str(60 + a.rtts * 0.1)]
-            c0, w0, b0 = cpu_s(pid), time.monotonic(), busy_s()
-            probe = Child(probe_cmd, stdout=subprocess.PIPE,
-                          cpu=0 if a.pin == "same" else (1 if a.pin == "split" else None))
+            c0, w0, b0 = bl.cpu_s(pid), time.monotonic(), bl.busy_s()
+            probe = bl.Child(probe_cmd, stdout=subprocess.PIPE,
+                             cpu=0 if a.pin == "same" else (1 if a.pin == "split" else None))
             try:
-                out = read_json_line(probe, time.monotonic() + 90 + a.rtts * 0.1)
+                out = probe.next(90 + a.rtts * 0.1)
                 perr = probe.stderr_text()
             finally:
                 probe.stop()
-            c1, w1, b1 = cpu_s(pid), time.monotonic(), busy_s()
+            c1, w1, b1 = bl.cpu_s(pid), time.monotonic(), bl.busy_s()
             if out is None:
                 self.evidence("probe gave no result")
                 raise RuntimeError("probe gave no result: " + perr[-400:])
@@ -658,7 +463,7 @@ class Measurement:
                 # Everything busy on the machine meanwhile, as % of one core (the probe, the
                 # server, and other engineers' builds).
                 self.res["machine_busy_pct"] = 100 * (b1 - b0) / wall
-            self.res["rss_end_kib"] = rss_kib(pid)
+            self.res["rss_end_kib"] = bl.rss_kib(pid)
             self.res["rss_peak_kib"] = peak
             if not out.get("ok"):
                 self.evidence(f"probe failed: {out.get('error')}")
@@ -702,9 +507,7 @@ class Measurement:
                 pass
             self.server = None
         if self.ns_made:
-            r = sh(["ip", "netns", "delete", self.ns], check=False)
-            if r.returncode != 0:
-                log(f"could not delete namespace {self.ns}: {r.stderr.strip()}")
+            bl.delete_netns(self.ns)
             self.ns_made = False
 
 
@@ -712,34 +515,8 @@ class Measurement:
 # Report
 
 
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def fmt(v, nd: int = 0) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float) and v != v:
-        return "—"
-    return f"{v:,.{nd}f}"
-
-
-def machine() -> str:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-    return (f"{os.cpu_count()} CPUs: {cpu}; {mem:.1f} GiB RAM; Linux {platform.release()}; "
-            f"{rustc}")
-
-
 def buffers(help_text: str, server_args: str) -> str:
     """The socket buffers and backlog the server ran with, from its --help and our flags."""
-    import re
     vals = {}
     for flag, fallback in (("--rx-buf", "65536"), ("--tx-buf", "65536"), ("--backlog", "128")):
         # "[default: 8192]" or "[default: netpoll_drivers::Config's, 8192]"
@@ -868,53 +645,16 @@ def ctr(r: dict, key: str):
     return (r.get("counters_held") or {}).get(key)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replaces this script's section of the report (keeping hand-written notes below the
-    marker) or appends it."""
-    old = path.read_text() if path.exists() else ""
-    notes = NOTES_MARKER + "\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text + "\n" + notes
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        end = len(old) if nxt < 0 else nxt + 1
-        body = old[start:end]
-        m = body.find(NOTES_MARKER)
-        if m >= 0:
-            notes = body[m:].rstrip("\n") + "\n"
-        new = old[:start] + text + "\n" + notes + ("\n" + old[end:] if nxt >= 0 else "")
-    path.write_text(new)
-
-
-# ------------------------------------------------------------------------------------------
-
-
-def remove_stale_namespaces() -> None:
-    """Deletes npbench-PID-K namespaces left by a run of this script that was killed (its PID
-    no longer exists); never those of a run still going."""
-    r = sh(["ip", "netns", "list"], check=False)
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        parts = name[len(NS_PREFIX):].split("-")
-        if not name.startswith(NS_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
-            continue
-        if int(parts[0]) != os.getpid() and not Path(f"/proc/{parts[0]}").exists():
-            log(f"deleting namespace {name}, left by a killed run")
-            sh(["ip", "netns", "delete", name], check=False)
-
-
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_hold":
         return role_hold(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "_probe":
         return role_probe(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    bl.init("conns-bench")
+    ap = bl.parser(__doc__, rounds=None, warmup=200, out=None, no_build=True, bin=True,
+                   no_write=True, quick=True)
     ap.add_argument("--counts", default=None)
-    ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--rtts", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--idle-secs", type=float, default=2.0)
     ap.add_argument("--pin", choices=["same", "split", "none"], default="same")
     ap.add_argument("--server-args", action="append", default=None,
@@ -922,11 +662,7 @@ def main() -> int:
                          'repeat for several configurations (interleaved); "" = defaults')
     ap.add_argument("--max-rss-mb", type=int, default=12000)
     ap.add_argument("--hold-lifetime", type=float, default=1800)
-    ap.add_argument("--bin")
-    ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--clean-build", action="store_true")
-    ap.add_argument("--out")
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     args.configs = args.server_args if args.server_args is not None else [""]
@@ -940,58 +676,51 @@ def main() -> int:
     if not (1 <= args.rounds <= 20 and 10 <= args.rtts <= 100_000 and 0 <= args.warmup <= 10_000
             and 0.1 <= args.idle_secs <= 60 and len(args.counts) >= 2
             and all(1 <= n <= PER_HOLDER * MAX_HOLDERS for n in args.counts)):
-        sys.exit(f"conns-bench: --rounds 1..20, --rtts 10..100000, --warmup 0..10000, "
-                 f"--idle-secs 0.1..60, --counts: at least two, each 1..{PER_HOLDER * MAX_HOLDERS}")
-    if os.geteuid() != 0:
-        sys.exit("conns-bench: needs root (network namespaces and a TAP device)")
+        die(f"--rounds 1..20, --rtts 10..100000, --warmup 0..10000, --idle-secs 0.1..60, "
+            f"--counts: at least two, each 1..{PER_HOLDER * MAX_HOLDERS}")
+    bl.require_root("network namespaces and a TAP device")
     write = not args.no_write and (args.out or not args.quick)
     out_path = Path(args.out) if args.out else REPO / "BENCHMARKS.md"
     os.chdir(REPO)
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-
-    remove_stale_namespaces()
+    bl.interrupt_on_signals()
+    bl.remove_stale_namespaces(NS_PREFIX)
     binary, tree = build(args)
     help_text = subprocess.run([str(binary), "echo", "--help"], capture_output=True, text=True,
                                timeout=10).stdout
     for flag in shlex.split(" ".join(args.configs)):
         if flag.startswith("--") and flag not in help_text:
-            sys.exit(f"conns-bench: this netpoll echo has no {flag} flag (see `netpoll echo "
-                     f"--help`)")
-    logdir = target_dir() / "bench"
+            die(f"this netpoll echo has no {flag} flag (see `netpoll echo --help`)")
+    logdir = bl.target_dir() / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
     rawlog = open(logdir / "conns-results.jsonl", "w")
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    mach = machine()
-    log(f"server binary {binary} ({tree}); MemAvailable {mem_available_mib()} MiB")
+    started = bl.utc_now()
+    load0 = bl.loadavg()
+    mach = bl.machine_text()
+    log(f"server binary {binary} ({tree}); MemAvailable {bl.mem_available_mib()} MiB")
     t0 = time.monotonic()
     results: list[dict] = []
     k = 0
     try:
-        for rnd in range(1, args.rounds + 1):
-            for (ci, cfg), n in ((c, n) for c in enumerate(args.configs) for n in args.counts):
-                k += 1
-                label = f"r{rnd}-c{ci}-n{n}"
-                log(f"{label}: starting ({config_name(cfg)})")
-                m = Measurement(args, binary, n, label, k, logdir, cfg)
-                res = m.run()
-                res["round"] = rnd
-                results.append(res)
-                rawlog.write(json.dumps(res) + "\n")
-                rawlog.flush()
-                pr = res.get("probe") or {}
-                if res.get("ok"):
-                    log(f"{label}: p50 {pr['p50_us']:.1f} µs, p99 {pr['p99_us']:.1f} µs, "
-                        f"RSS idle {res.get('rss_idle_kib')} KiB, idle CPU "
-                        f"{res.get('idle_cpu_pct', 0):.1f}%, machine busy during probe "
-                        f"{res.get('machine_busy_pct', 0):.0f}% ({res['secs']} s)")
-                else:
-                    log(f"{label}: FAILED: {res.get('error')}")
+        plan = [(c, n) for c in enumerate(args.configs) for n in args.counts]
+        for rnd, ((ci, cfg), n) in bl.rounds(args.rounds, plan):
+            k += 1
+            label = f"r{rnd}-c{ci}-n{n}"
+            log(f"{label}: starting ({config_name(cfg)})")
+            m = Measurement(args, binary, n, label, k, logdir, cfg)
+            res = m.run()
+            res["round"] = rnd
+            results.append(res)
+            rawlog.write(json.dumps(res) + "\n")
+            rawlog.flush()
+            pr = res.get("probe") or {}
+            if res.get("ok"):
+                log(f"{label}: p50 {pr['p50_us']:.1f} µs, p99 {pr['p99_us']:.1f} µs, "
+                    f"RSS idle {res.get('rss_idle_kib')} KiB, idle CPU "
+                    f"{res.get('idle_cpu_pct', 0):.1f}%, machine busy during probe "
+                    f"{res.get('machine_busy_pct', 0):.0f}% ({res['secs']} s)")
+            else:
+                log(f"{label}: FAILED: {res.get('error')}")
     except KeyboardInterrupt:
         log("interrupted; cleaned up")
         return 130
@@ -1001,7 +730,7 @@ def main() -> int:
     load1 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     text = report(args, results, tree, started, load0, load1, elapsed, mach, help_text)
     if write:
-        write_section(out_path, text)
+        bl.write_section(out_path, text, SECTION, NOTES_MARKER)
         log(f"wrote the section to {out_path}")
     print(text)
     return 0 if all(r.get("ok") for r in results) else 1

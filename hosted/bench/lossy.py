@@ -24,7 +24,8 @@ the relay runs at nice -5.
 
 Servers (a fresh process per run, the same program): kernel = `netpoll echo --backend epoll`
 (the kernel's TCP), netpoll = `netpoll echo --backend tap` (smoltcp), optionally with other
-socket buffers (--configs). Both with `--buf 65536` (the application's read buffer).
+socket buffers (--configs). Both with `--buf 65536` (the application's read buffer); each
+reports `listening <ip:port>` on stdout once it listens.
 
 Client (this file run as `_client` in ns c): --conns kernel TCP connections at once, each sends
 --size bytes of seeded random data and reads the echo back, every byte compared; reports the
@@ -41,7 +42,7 @@ configuration too slow at the full size), --bin PATH (netpoll binary; default: b
 release with cargo into $CARGO_TARGET_DIR) and --bin-tree TEXT (what it was built from), --loss 0.10 --delay-ms 5 --jitter-ms 2
 --reorder 0.25 --reorder-ms 4 --dup 0.02 --corrupt 0.01, --out PATH, --no-write, --quick.
 
-Needs root, iproute2, python3 (standard library only; gdb optional). Every child has a deadline
+Needs root, iproute2, python3 (standard library only, and benchlib.py; gdb optional). Every child has a deadline
 and dies with this script (PR_SET_PDEATHSIG); only processes this script started are
 signalled; only its own namespaces are deleted. Raw JSON lines and logs go to
 <target>/bench/lossy-*. Exit status 1 if any run failed or timed out.
@@ -51,13 +52,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime as dt
 import errno
 import fcntl
 import heapq
 import json
 import os
-import platform
 import random
 import resource
 import selectors
@@ -71,7 +70,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import benchlib as bl
+from benchlib import REPO, cpu_s, die, emit, log, sh
+
 SELF = Path(__file__).resolve()
 
 NS_PREFIX = "nplossy-"
@@ -83,7 +84,6 @@ SECTION = "## Userspace engine: lossy link, kernel vs netpoll"
 NOTES_MARKER = ("<!-- hand-written notes below this line, up to the next level-2 heading, "
                 "are kept by hosted/bench/lossy.py -->")
 
-PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
@@ -92,38 +92,6 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
-
-
-def log(msg: str) -> None:
-    print(f"[lossy-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(cmd: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
-    return r
-
-
-def die_with_parent():
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
-
-
-def emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def cpu_s(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    f = stat[stat.rfind(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,7 +276,7 @@ def role_relay(argv: list[str]) -> int:
     ap.add_argument("--corrupt", type=float, default=0.01)
     ap.add_argument("--lifetime", type=float, default=3600)
     a = ap.parse_args(argv)
-    die_with_parent()
+    bl.die_with_parent()()
     try:  # the relay is the link: it should not wait behind other jobs of a shared machine
         os.nice(-5)
     except OSError:
@@ -321,7 +289,7 @@ def role_relay(argv: list[str]) -> int:
     child = os.fork()
     if child == 0:
         os.close(rfd)
-        die_with_parent()
+        bl.die_with_parent()()
         st = relay_direction(a, 1, ps, pc, a.seed * 2 + 2)
         os.write(wfd, json.dumps(st).encode())
         os.close(wfd)
@@ -374,7 +342,7 @@ def role_client(argv: list[str]) -> int:
     ap.add_argument("--hold", type=float, default=120,
                     help="after a timeout, keep the connections open until stdin closes")
     a = ap.parse_args(argv)
-    die_with_parent()
+    bl.die_with_parent()()
     datas = [random.Random(a.seed * 100_003 + i).randbytes(a.size) for i in range(a.conns)]
     sel = selectors.DefaultSelector()
     conns = []
@@ -468,19 +436,6 @@ def role_client(argv: list[str]) -> int:
 # Orchestration
 
 
-def git(*args: str) -> str:
-    r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
-    return r.stdout.strip()
-
-
-def target_dir() -> Path:
-    if os.environ.get("CARGO_TARGET_DIR"):
-        return Path(os.environ["CARGO_TARGET_DIR"])
-    meta = json.loads(sh(["cargo", "metadata", "--format-version", "1", "--no-deps"],
-                         timeout=120).stdout)
-    return Path(meta["target_directory"])
-
-
 class Namespaces:
     def __init__(self):
         tag = f"{os.getpid()}"
@@ -489,11 +444,8 @@ class Namespaces:
 
     def create(self) -> None:
         for ns in (self.c, self.k, self.n):
-            sh(["ip", "netns", "add", ns])
+            bl.make_netns(ns)
             self.made.append(ns)
-            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-            sh(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1"], check=False)
         for ns, dev, ip in ((self.c, C_TAP, CLIENT_IP), (self.k, K_TAP, KERNEL_IP)):
             sh(["ip", "-n", ns, "tuntap", "add", "dev", dev, "mode", "tap"])
             sh(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
@@ -501,52 +453,24 @@ class Namespaces:
 
     def delete(self) -> None:
         for ns in reversed(self.made):
-            r = sh(["ip", "netns", "delete", ns], check=False)
-            if r.returncode != 0:
-                log(f"could not delete namespace {ns}: {r.stderr.strip()}")
+            bl.delete_netns(ns)
         self.made.clear()
 
 
-def remove_stale_namespaces() -> None:
-    r = sh(["ip", "netns", "list"], check=False)
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if not name.startswith(NS_PREFIX):
-            continue
-        pid = name[len(NS_PREFIX):].split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            log(f"deleting namespace {name}, left by a killed run")
-            sh(["ip", "netns", "delete", name], check=False)
-
-
 def link_stats(ns: str, dev: str) -> dict:
-    r = sh(["ip", "-n", ns, "-s", "-j", "link", "show", dev], check=False)
-    try:
-        s = json.loads(r.stdout)[0]["stats64"]
-        return dict(rx_dropped=s["rx"]["dropped"], tx_dropped=s["tx"]["dropped"],
-                    rx_packets=s["rx"]["packets"], tx_packets=s["tx"]["packets"])
-    except (ValueError, KeyError, IndexError):
-        return {}
+    """A link's counters; {} if unreadable (nothing to subtract)."""
+    s = bl.link_stats(ns, dev)
+    return {} if "error" in s else s
 
 
 def diff(a: dict, b: dict) -> dict:
     return {k: b[k] - a.get(k, 0) for k in b}
 
 
-def stop_proc(p: subprocess.Popen, grace: float = 10) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
 def parse_config(cfg: str) -> tuple[str, list[str]]:
     kind, _, extra = cfg.partition(":")
     if kind not in ("kernel", "netpoll"):
-        raise SystemExit(f"lossy-bench: unknown server {kind!r} (kernel, netpoll[:FLAGS])")
+        die(f"unknown server {kind!r} (kernel, netpoll[:FLAGS])")
     return kind, shlex.split(extra)
 
 
@@ -555,7 +479,7 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
     kind, extra = parse_config(cfg)
     res: dict = dict(config=cfg, size=size, label=label, ok=False, seed=seed)
     procs: list[subprocess.Popen] = []
-    errf = open(logdir / f"lossy-{label}.server.log", "w")
+    srv = None
     relay_err = open(logdir / f"lossy-{label}.relay.log", "w")
     try:
         if kind == "kernel":
@@ -568,22 +492,13 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
                    "--tap", N_TAP, "--addr", f"{SMOL_IP}/24", "--listen", f"{SMOL_IP}:{PORT}",
                    "--buf", "65536", *extra]
         res["server_cmd"] = shlex.join(cmd[4:])
-        srv = subprocess.Popen(cmd, stdout=errf, stderr=errf, stdin=subprocess.DEVNULL,
-                               preexec_fn=die_with_parent)
-        procs.append(srv)
-        deadline = time.monotonic() + 10
+        # Returns once the server listens (its `listening <ip:port>` line).
+        srv = bl.Server(f"{kind} echo server", cmd,
+                        errpath=logdir / f"lossy-{label}.server.log")
+        procs.append(srv.proc)
         if kind == "netpoll":
-            while sh(["ip", "-n", ns.n, "link", "show", N_TAP], check=False).returncode:
-                if time.monotonic() > deadline or srv.poll() is not None:
-                    raise RuntimeError("netpoll's TAP device did not appear")
-                time.sleep(0.05)
+            bl.wait_for_link(ns.n, N_TAP, 10, srv)
             sh(["ip", "-n", ns.n, "link", "set", N_TAP, "up"])
-        # wait until the server listens (kernel: ss in ns k; netpoll: a moment)
-        while kind == "kernel" and f":{PORT}" not in sh(
-                ["ip", "netns", "exec", ns.k, "ss", "-ltn"], check=False).stdout:
-            if time.monotonic() > deadline or srv.poll() is not None:
-                raise RuntimeError("the kernel echo server did not start")
-            time.sleep(0.05)
         time.sleep(0.2)
         s_if = K_TAP if kind == "kernel" else N_TAP
         relay = subprocess.Popen(
@@ -605,7 +520,7 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
              "--conns", str(args.conns), "--size", str(size), "--seed", str(seed),
              "--limit", str(args.limit)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
-            preexec_fn=die_with_parent)
+            preexec_fn=bl.die_with_parent())
         procs.append(client)
         t0 = time.monotonic()
         samples = [(0.0, 0, cpu_srv0, cpu_rel0)]  # (t, echoed bytes, server s, relay cpu s)
@@ -645,10 +560,9 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
                 c1 = cpu_s(srv.pid)
                 if c0 is not None and c1 is not None:
                     f.write(f"\nserver CPU over 2 s with connections stuck: {(c1 - c0) / 2:.0%}\n")
-                if kind == "netpoll" and srv.poll() is None:
+                if kind == "netpoll" and srv.proc.poll() is None:
                     f.write("\ngdb backtrace of the server:\n")
-                    f.write(sh(["gdb", "-p", str(srv.pid), "-batch", "-ex",
-                                "thread apply all bt 20"], timeout=60, check=False).stdout[-8000:])
+                    f.write(bl.gdb_backtrace(srv.pid, 8000))
             res["evidence"] = str(ev)
         try:
             client.stdin.close()
@@ -673,9 +587,8 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
         res["stall_intervals"] = sum(1 for (ta, ea, *_), (tb, eb, *_) in zip(samples, samples[1:])
                                      if eb == ea)
         res["samples"] = samples
-        stop_proc(srv)
-        res["server_exit"] = srv.returncode
-        errf.flush()
+        bl.stop_proc(srv.proc)
+        res["server_exit"] = srv.proc.returncode
         tail = (logdir / f"lossy-{label}.server.log").read_text()[-2000:]
         res["server_log_tail"] = tail
         res["ok"] = not res["timeout"] and not errs
@@ -684,10 +597,11 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
     finally:
         for p in reversed(procs):
             try:
-                stop_proc(p, 5)
+                bl.stop_proc(p, 5)
             except Exception:  # noqa: BLE001
                 pass
-        errf.close()
+        if srv is not None:
+            srv.err.close()
         relay_err.close()
     return res
 
@@ -697,9 +611,7 @@ def run_one(args, ns: Namespaces, binary: Path, cfg: str, size: int, label: str,
 
 
 def fmt(v, nd=1):
-    if v is None or (isinstance(v, float) and v != v):
-        return "—"
-    return f"{v:,.{nd}f}"
+    return bl.num(v, nd)
 
 
 def pct_text(v) -> str:
@@ -868,40 +780,13 @@ def report(args, results, tree, started, elapsed, load0, load1, mach) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    notes = NOTES_MARKER + "\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text + "\n" + notes
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        end = len(old) if nxt < 0 else nxt + 1
-        body = old[start:end]
-        m = body.find(NOTES_MARKER)
-        if m >= 0:
-            notes = body[m:].rstrip("\n") + "\n"
-        new = old[:start] + text + "\n" + notes + ("\n" + old[end:] if nxt >= 0 else "")
-    path.write_text(new)
-
-
-def machine() -> str:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    return f"{os.cpu_count()} CPUs: {cpu}; {mem:.1f} GiB RAM; Linux {platform.release()}"
-
-
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_relay":
         return role_relay(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "_client":
         return role_client(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=2)
+    bl.init("lossy-bench")
+    ap = bl.parser(__doc__, rounds=2, out=None, bin=True, no_write=True, quick=True)
     ap.add_argument("--sizes", default="2097152")
     ap.add_argument("--configs", default="kernel;netpoll")
     ap.add_argument("--small-size", type=int, default=262144)
@@ -917,11 +802,7 @@ def main() -> int:
     ap.add_argument("--reorder-ms", type=float, default=4.0)
     ap.add_argument("--dup", type=float, default=0.02)
     ap.add_argument("--corrupt", type=float, default=0.01)
-    ap.add_argument("--bin")
     ap.add_argument("--bin-tree", help="what --bin was built from, for the report")
-    ap.add_argument("--out")
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     args.kset = "?"
     args.argv = sys.argv[1:]
@@ -935,25 +816,14 @@ def main() -> int:
     args.order = list(dict.fromkeys(configs + small))
     if not (1 <= args.rounds <= 10 and 1 <= args.conns <= 1000 and 1 <= args.limit <= 3600
             and all(1 <= s <= 1 << 30 for s in sizes + [args.small_size])):
-        sys.exit("lossy-bench: --rounds 1..10, --conns 1..1000, --limit 1..3600 s, sizes "
-                 "1 B..1 GiB")
-    if os.geteuid() != 0:
-        sys.exit("lossy-bench: needs root (network namespaces, TAP devices)")
+        die("--rounds 1..10, --conns 1..1000, --limit 1..3600 s, sizes 1 B..1 GiB")
+    bl.require_root("network namespaces, TAP devices")
     write = not args.no_write and (args.out or not args.quick)
     out_path = Path(args.out) if args.out else REPO / "BENCHMARKS.md"
-    commit = git("rev-parse", "--short", "HEAD")
-    if args.bin:
-        binary = Path(args.bin).resolve()
-        tree = args.bin_tree or f"binary {binary} (checkout at commit {commit})"
-    else:
-        cmd = ["cargo", "build", "--release", "-p", "netpoll-hosted", "--bin", "netpoll"]
-        log(f"building: {shlex.join(cmd)}")
-        if subprocess.run(cmd, cwd=REPO, timeout=3600).returncode != 0:
-            sys.exit("lossy-bench: the release build failed")
-        binary = target_dir() / "release" / "netpoll"
-        dirty = git("status", "--porcelain", "--", "drivers", "hosted/src", "core", "stack")
-        tree = f"commit {commit}" + (" plus uncommitted changes" if dirty else "")
-    logdir = target_dir() / "bench"
+    binary, tree = bl.netpoll_binary(args)
+    if args.bin and args.bin_tree:
+        tree = args.bin_tree
+    logdir = bl.target_dir() / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
     plan = []
     for rnd in range(1, args.rounds + 1):
@@ -963,14 +833,10 @@ def main() -> int:
         for c in small:
             plan.append((rnd, args.small_size, c))
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-    remove_stale_namespaces()
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    bl.interrupt_on_signals()
+    bl.remove_stale_namespaces(NS_PREFIX)
+    started = bl.utc_now()
+    load0 = bl.loadavg()
     t0 = time.monotonic()
     results: list[dict] = []
     ns = Namespaces()
@@ -1006,10 +872,10 @@ def main() -> int:
         rawlog.close()
         ns.delete()
     elapsed = time.monotonic() - t0
-    load1 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    text = report(args, results, tree, started, elapsed, load0, load1, machine())
+    load1 = bl.loadavg()
+    text = report(args, results, tree, started, elapsed, load0, load1, bl.machine_text(rustc=False))
     if write:
-        write_section(out_path, text)
+        bl.write_section(out_path, text, SECTION, NOTES_MARKER)
         log(f"wrote the section to {out_path}")
     print(text)
     return 0 if all(r.get("ok") for r in results) else 1

@@ -4,9 +4,9 @@
     python3 hosted/bench/run.py            # builds release, runs everything, writes BENCHMARKS.md
 
 Builds `netpoll`, `netpoll-bench` (the load generator) and the `tokio_echo` example in release
-mode, then runs the scenarios of issue 4 against three servers, interleaved (netpoll, tokio
-current-thread, tokio multi-thread; again; ...) for --rounds rounds, a fresh server process per
-run:
+mode, then runs five scenarios against the servers, interleaved (netpoll, tokio
+current-thread, netpoll with 2 workers, tokio multi-thread; again; ...) for --rounds rounds, a
+fresh server process per run (each reports its address on stdout: `listening <ip:port>`):
 
     s1  1 connection ping-pong, 128-byte messages
     s2  50 connections, 128 B
@@ -21,36 +21,28 @@ separate run (perf stat syscall tracepoints, else strace -c), optionally profile
 during s2 (--profile, perf record), and writes the markdown report (--out, default
 BENCHMARKS.md at the repository root; whatever follows the NOTES_MARKER comment in an existing
 report is hand-written analysis and is kept). Raw JSON lines, the perf data and the syscall
-counts go to TARGET/release/../bench/ (e.g. target/bench/results.jsonl).
+counts go to <target>/bench/ (e.g. target/bench/results.jsonl).
 
 Useful options: --rounds N, --duration SECS, --scenarios s2,s4, --targets netpoll,tokio-ct,
 --no-build, --no-syscalls, --profile, --note TEXT. Needs root (or perf_event_paranoid <= 1)
 only for the perf parts; without perf it falls back to strace, without both it skips them.
 
-Only the standard library; loopback only; every child has a timeout; only the server and
-perf/strace processes this script started are ever signalled. Exit status 1 if any run failed.
+Only the standard library (and hosted/bench/benchlib.py, shared by the benchmark scripts);
+loopback only; every child has a timeout; only the server and perf/strace processes this script
+started are ever signalled. Exit status 1 if any run failed.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import os
-import platform
-import re
-import resource
 import shlex
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import benchlib as bl
+from benchlib import REPO, cell, fmt, log, med
 
 SCENARIOS = {
     "s1": dict(title="1 conn ping-pong, 128 B", conns=1, size=128, buf=128),
@@ -77,134 +69,25 @@ SYSCALLS = [
 NOTES_MARKER = "<!-- hand-written notes below this line are kept by hosted/bench/run.py -->"
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(cmd: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
 # ------------------------------------------------------------------------------------------
-# Build and environment
+# Servers and the client
 
 
-def build(no_build: bool) -> Path:
-    meta = json.loads(sh(["cargo", "metadata", "--format-version", "1", "--no-deps"],
-                         cwd=REPO, timeout=120).stdout)
-    target = Path(meta["target_directory"]) / "release"
-    if not no_build:
-        cmd = ["cargo", "build", "--release", "-p", "netpoll-hosted", "--bin", "netpoll",
-               "--bin", "netpoll-bench", "--example", "tokio_echo"]
-        log("building: " + " ".join(cmd))
-        r = subprocess.run(cmd, cwd=REPO, timeout=1800)
-        if r.returncode != 0:
-            sys.exit("bench: the release build failed")
-    for p in (target / "netpoll", target / "netpoll-bench", target / "examples" / "tokio_echo"):
-        if not p.exists():
-            sys.exit(f"bench: {p} is missing (run without --no-build)")
-    return target
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        mem = f"{kib / 1024 / 1024:.1f} GiB"
-    except (OSError, AttributeError):
-        pass
-    rustc = sh(["rustc", "--version"]).stdout.strip()
-    commit = sh(["git", "rev-parse", "--short", "HEAD"], cwd=REPO).stdout.strip()
-    dirty = sh(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO).stdout.strip()
-    return dict(nproc=os.cpu_count(), cpu=cpu, kernel=platform.release(), mem=mem, rustc=rustc,
-                commit=commit + (" (work tree with uncommitted changes)" if dirty else ""))
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-# ------------------------------------------------------------------------------------------
-# Servers
-
-
-class Server:
-    """A server process this script started (and the only kind of process it signals)."""
-
-    def __init__(self, name: str, cmd: list[str]):
-        self.name, self.cmd = name, cmd
-        self.errfile = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.errfile)
-        self.addr = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            self.errfile.seek(0)
-            m = re.search(r"listening on (\S+)", self.errfile.read())
-            if m:
-                self.addr = m.group(1)
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        err = self.log_text()
-        self.stop()
-        raise RuntimeError(f"{name} did not start ({shlex.join(cmd)}): {err.strip()[-500:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_text(self) -> str:
-        self.errfile.seek(0)
-        return self.errfile.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.errfile.close()
-
-
-def server_cmd(target: str, bins: Path, buf: int, netpoll_has_buf: bool) -> list[str]:
+def server_cmd(target: str, bins: dict, buf: int, netpoll_has_buf: bool) -> list[str]:
     listen = ["--listen", "127.0.0.1:0", "--quiet"]
     if target in ("netpoll", "netpoll-mt"):
         workers = "1" if target == "netpoll" else "2"
-        cmd = [str(bins / "netpoll"), "echo", *listen, "--workers", workers]
+        cmd = [str(bins["netpoll"]), "echo", *listen, "--workers", workers]
         if buf != 128 and netpoll_has_buf:
             cmd += ["--buf", str(buf)]
         return cmd
     flavor = "current" if target == "tokio-ct" else "multi"
-    return [str(bins / "examples" / "tokio_echo"), "--flavor", flavor, *listen, "--buf", str(buf)]
+    return [str(bins["tokio_echo"]), "--flavor", flavor, *listen, "--buf", str(buf)]
 
 
-def bench_cmd(bins: Path, sc: dict, addr: str, pid: int, args, label: str,
+def bench_cmd(bins: dict, sc: dict, addr: str, pid: int, args, label: str,
               duration: float | None = None, warmup: float | None = None) -> list[str]:
-    cmd = [str(bins / "netpoll-bench"), "--addr", addr, "--server-pid", str(pid),
+    cmd = [str(bins["netpoll-bench"]), "--addr", addr, "--server-pid", str(pid),
            "--conns", str(sc["conns"]), "--size", str(sc["size"]),
            "--threads", str(args.client_threads), "--label", label]
     if sc.get("once"):
@@ -215,134 +98,8 @@ def bench_cmd(bins: Path, sc: dict, addr: str, pid: int, args, label: str,
     return cmd
 
 
-def run_bench(cmd: list[str], timeout: float) -> dict:
-    try:
-        r = sh(cmd, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(ok=False, error=f"netpoll-bench timed out after {timeout:.0f}s")
-    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-    if not lines:
-        return dict(ok=False, error=f"netpoll-bench exit {r.returncode}: {r.stderr.strip()[-400:]}")
-    res = json.loads(lines[-1])
-    if r.returncode != 0:
-        res["ok"] = False
-        res["error"] = res.get("error") or r.stderr.strip()[-400:]
-    return res
-
-
 # ------------------------------------------------------------------------------------------
-# Syscall counting and profiling
-
-
-def have_perf_tracepoints() -> bool:
-    if not shutil.which("perf"):
-        return False
-    try:
-        r = sh(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "true"], timeout=30)
-    except (subprocess.TimeoutExpired, OSError):
-        return False
-    return r.returncode == 0 and "raw_syscalls:sys_enter" in r.stderr and "not supported" not in r.stderr
-
-
-def count_syscalls(method: str, pid: int, outfile: Path, run) -> tuple[dict, dict]:
-    """Attaches perf stat (or strace -c) to `pid`, calls run(), returns (bench result, counts)."""
-    if method == "perf":
-        events = ["-e", "raw_syscalls:sys_enter"]
-        for s in SYSCALLS:
-            events += ["-e", f"syscalls:sys_enter_{s}"]
-        cmd = ["perf", "stat", "-x,", "-o", str(outfile), *events, "-p", str(pid)]
-    else:
-        cmd = ["strace", "-c", "-f", "-q", "-o", str(outfile), "-p", str(pid)]
-    tracer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # let the tracer attach before the load starts
-    try:
-        res = run()
-    finally:
-        if tracer.poll() is None:
-            tracer.send_signal(signal.SIGINT)
-        try:
-            tracer.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            tracer.kill()
-            tracer.wait(timeout=5)
-    counts: dict[str, int] = {}
-    text = outfile.read_text() if outfile.exists() else ""
-    if method == "perf":
-        for line in text.splitlines():
-            parts = line.split(",")
-            if len(parts) < 3 or line.startswith("#"):
-                continue
-            name = parts[2].split(":")[-1].replace("sys_enter_", "")
-            name = "total" if parts[2] == "raw_syscalls:sys_enter" else name
-            counts[name] = int(parts[0]) if parts[0].isdigit() else 0
-    else:
-        for line in text.splitlines():
-            f = line.split()
-            if len(f) >= 5 and f[-1] != "syscall" and f[0][0].isdigit():
-                calls = int(f[3]) if f[3].isdigit() else 0
-                counts["total" if f[-1] == "total" else f[-1]] = calls
-    return res, counts
-
-
-def profile(pid: int, outfile: Path, run) -> tuple[dict, str]:
-    """perf record (cpu-clock, all threads of `pid`) during run(); returns the top symbols."""
-    rec = subprocess.Popen(["perf", "record", "-F", "999", "-o", str(outfile), "-p", str(pid)],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    try:
-        res = run()
-    finally:
-        if rec.poll() is None:
-            rec.send_signal(signal.SIGINT)
-        try:
-            rec.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            rec.kill()
-            rec.wait(timeout=5)
-    def report(sort: str, limit: str, keep: int) -> list[str]:
-        r = sh(["perf", "report", "--stdio", "--no-children", "-i", str(outfile), "--sort",
-                sort, "--percent-limit", limit], timeout=120)
-        lines = [re.sub(r"(\s+-)*\s*$", "", l) for l in r.stdout.splitlines()
-                 if l.strip() and not l.startswith("#")]
-        return lines[:keep]
-
-    try:
-        by_dso = report("dso", "0.5", 6)
-        by_sym = report("dso,symbol", "0.7", 35)
-        return res, "\n".join(["by binary:", *by_dso, "", "by symbol:", *by_sym])
-    except subprocess.TimeoutExpired:
-        return res, "(perf report timed out)"
-
-
-# ------------------------------------------------------------------------------------------
-# Statistics and the report
-
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x, digits=1) -> str:
-    if x is None:
-        return "—"
-    if abs(x) >= 10000:
-        return f"{x:,.0f}"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    return f"{x:.{digits}f}"
-
-
-def cell(xs, digits=1) -> str:
-    """Median [min–max] of the rounds."""
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "—"
-    if len(xs) == 1:
-        return fmt(xs[0], digits)
-    return f"{fmt(statistics.median(xs), digits)} [{fmt(min(xs), digits)}–{fmt(max(xs), digits)}]"
+# The report
 
 
 def write_report(path: Path, args, mach: dict, results: list[dict], sysc: dict, profiles: dict,
@@ -356,7 +113,7 @@ def write_report(path: Path, args, mach: dict, results: list[dict], sysc: dict, 
     out = []
     w = out.append
     w("# Benchmarks: netpoll vs tokio (echo servers, loopback)\n")
-    w("Generated by `hosted/bench/run.py` (issue 4's harness). Every number below comes from one "
+    w("Generated by `hosted/bench/run.py` (the benchmark harness). Every number below comes from one "
       "run of the command, the servers interleaved round by round, a fresh server process per "
       "measurement.\n")
     if args.note:
@@ -435,7 +192,7 @@ def write_report(path: Path, args, mach: dict, results: list[dict], sysc: dict, 
               + " | ".join(f"{cnt.get(n, 0) / m:.3f}" for n in names) + " |")
         w("")
 
-    # The targets of issue 4.
+    # The targets.
     def m(s, t, k):
         return med(vals(s, t, k))
 
@@ -460,7 +217,7 @@ def write_report(path: Path, args, mach: dict, results: list[dict], sysc: dict, 
     rows.append(("s2 msgs/s, 2 workers vs tokio multi-thread", "≥ 1.00×", r, r is not None and r >= 1.0, "×"))
     r = ratio(m("s5", "netpoll-mt", "mb_per_s"), m("s5", "tokio-mt", "mb_per_s"))
     rows.append(("s5 MB/s, 2 workers vs tokio multi-thread", "≥ 1.00×", r, r is not None and r >= 1.0, "×"))
-    w("## Targets of issue 4 (medians of this run)\n")
+    w("## Targets (medians of this run)\n")
     w("| target | goal | netpoll now | met? |")
     w("|---|---|---|---|")
     for name, goal, v, ok, unit in rows:
@@ -503,31 +260,20 @@ def write_report(path: Path, args, mach: dict, results: list[dict], sysc: dict, 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=3.0, help="seconds of load per run")
-    ap.add_argument("--warmup", type=float, default=0.5, help="leading seconds not measured")
+    bl.init("bench")
+    ap = bl.parser(__doc__, rounds=3, duration=3.0, warmup=0.5, out=str(REPO / "BENCHMARKS.md"),
+                   note=True, no_build=True)
     ap.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
     ap.add_argument("--targets", default="netpoll,tokio-ct,netpoll-mt,tokio-mt")
     ap.add_argument("--client-threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
-    ap.add_argument("--no-build", action="store_true", help="use the existing release binaries")
     ap.add_argument("--no-syscalls", action="store_true", help="skip the s2 syscall count")
     ap.add_argument("--profile", action="store_true",
                     help="perf record the netpoll and tokio current-thread servers during s2")
     ap.add_argument("--budget", type=float, default=570,
                     help="seconds after which remaining runs are skipped (reported as failures)")
-    ap.add_argument("--note", default="", help="a note printed at the top of the report")
     args = ap.parse_args()
-    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    for s in args.scenarios:
-        if s not in SCENARIOS:
-            ap.error(f"unknown scenario {s!r} (known: {', '.join(SCENARIOS)})")
-    for t in args.targets:
-        if t not in TARGETS:
-            ap.error(f"unknown target {t!r} (known: {', '.join(TARGETS)})")
+    args.scenarios = bl.comma_list(args.scenarios, SCENARIOS, "scenario")
+    args.targets = bl.comma_list(args.targets, TARGETS, "target")
     shown, skip = [], False
     for a in sys.argv[1:]:  # the command as run, less the free-text note
         if skip or a.startswith("--note"):
@@ -537,18 +283,18 @@ def main() -> int:
     args.command_line = " ".join(["python3 hosted/bench/run.py", *shown])
 
     t0 = time.monotonic()
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load_start = loadavg()
-    bins = build(args.no_build)
-    nofile = raise_nofile()
+    started = bl.utc_now() + " UTC"
+    load_start = bl.loadavg()
+    bins = bl.build(["netpoll", "netpoll-bench"], ["tokio_echo"], no_build=args.no_build)
+    nofile = bl.raise_nofile()
     if nofile < 2 * 10000 + 200 and "s4" in args.scenarios:
         log(f"warning: the open-file limit is {nofile}; s4 needs 10,000 per process")
-    help_text = sh([str(bins / "netpoll"), "echo", "--help"]).stdout
+    help_text = bl.sh([str(bins["netpoll"]), "echo", "--help"], check=False).stdout
     netpoll_has_buf = "--buf" in help_text
     if not netpoll_has_buf:
         log("`netpoll echo` has no --buf option: s5 runs netpoll with its 128-byte buffer")
-    mach = machine()
-    outdir = bins.parent / "bench"
+    mach = bl.machine()
+    outdir = bl.target_dir() / "bench"
     outdir.mkdir(parents=True, exist_ok=True)
     raw = (outdir / "results.jsonl").open("w")
 
@@ -562,7 +308,7 @@ def main() -> int:
             res = dict(ok=False, error="skipped: over the time budget")
         else:
             try:
-                srv = Server(t, server_cmd(t, bins, sc["buf"], netpoll_has_buf))
+                srv = bl.Server(t, server_cmd(t, bins, sc["buf"], netpoll_has_buf))
             except RuntimeError as e:
                 res = dict(ok=False, error=str(e))
             else:
@@ -571,9 +317,9 @@ def main() -> int:
                     timeout = (0 if sc.get("once") else args.duration) + 120
                     fn = kw.get("wrap")
                     if fn:
-                        res = fn(srv.pid, lambda: run_bench(cmd, timeout))
+                        res = fn(srv.pid, lambda: bl.run_json(cmd, timeout, "netpoll-bench"))
                     else:
-                        res = run_bench(cmd, timeout)
+                        res = bl.run_json(cmd, timeout, "netpoll-bench")
                     if srv.proc.poll() is not None:
                         res["ok"] = False
                         res["error"] = (res.get("error") or "") + \
@@ -594,14 +340,13 @@ def main() -> int:
         time.sleep(0.2)
         return res
 
-    for rnd in range(1, args.rounds + 1):
-        for s in args.scenarios:
-            for t in args.targets:
-                results.append(one(rnd, s, t))
+    plan = [(s, t) for s in args.scenarios for t in args.targets]
+    for rnd, (s, t) in bl.rounds(args.rounds, plan):
+        results.append(one(rnd, s, t))
 
     sysc: dict = {}
     if not args.no_syscalls and "s2" in args.scenarios:
-        method = "perf" if have_perf_tracepoints() else ("strace" if shutil.which("strace") else None)
+        method = "perf" if bl.have_perf_tracepoints() else ("strace" if shutil.which("strace") else None)
         if method is None:
             log("no perf tracepoints and no strace: skipping the syscall count")
         for t in args.targets if method else []:
@@ -609,7 +354,7 @@ def main() -> int:
             holder = {}
 
             def wrap(pid, run, outfile=outfile, holder=holder):
-                res, counts = count_syscalls(method, pid, outfile, run)
+                res, counts = bl.count_syscalls(method, pid, outfile, run, SYSCALLS)
                 holder["counts"] = counts
                 return res
 
@@ -627,7 +372,7 @@ def main() -> int:
             holder = {}
 
             def wrap(pid, run, outfile=outfile, holder=holder):
-                res, text = profile(pid, outfile, run)
+                res, text = bl.profile(pid, outfile, run)
                 holder["text"] = text
                 return res
 
@@ -637,7 +382,7 @@ def main() -> int:
     raw.close()
     elapsed = time.monotonic() - t0
     out = Path(args.out)
-    write_report(out, args, mach, results, sysc, profiles, started, load_start, loadavg(),
+    write_report(out, args, mach, results, sysc, profiles, started, load_start, bl.loadavg(),
                  elapsed, netpoll_has_buf, failures)
     log(f"wrote {out} ({elapsed:.0f} s); raw results in {outdir / 'results.jsonl'}")
     print(out.read_text())

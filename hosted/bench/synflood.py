@@ -8,8 +8,8 @@ What one measurement does, in a network namespace of its own (`npflood-<pid>-<k>
 the measurement and always deleted after it):
 
  1. starts `netpoll echo --backend tap` (smoltcp at 10.11.0.2/24 on TAP device npflood0,
-    listening on 10.11.0.2:9009, the variant's --backlog); the kernel side of the link is
-    10.11.0.1/24;
+    listening on 10.11.0.2:9009, the variant's --backlog; it reports `listening <ip:port>` on
+    stdout); the kernel side of the link is 10.11.0.1/24;
  2. starts the flooder (this file run as `_flood`, in the namespace): it pre-builds --syns
     Ethernet + IPv4 + TCP SYN frames (IPv4 and TCP checksums computed, MSS option, random
     source port, sequence number and IP id; source address random in the on-link /24 without
@@ -46,7 +46,8 @@ Options: --rounds 3 --syns 100000 --legit-rate 50 --baseline-secs 5 --tail-secs 
 --idle-secs 1 --connect-timeout 10 --variants ... --bin PATH (no build) --no-build --out PATH
 --no-write --quick.
 
-Needs root (namespaces, TAP, AF_PACKET), iproute2, python3 (standard library only). Every loop
+Needs root (namespaces, TAP, AF_PACKET), iproute2, python3 (standard library only, and
+benchlib.py). Every loop
 is bounded in count and time, every child has a deadline and dies with this script
 (PR_SET_PDEATHSIG), only processes this script started are signalled (by their own pid), only
 its own namespaces are deleted; every frame stays inside the namespace. Raw JSON lines and
@@ -56,28 +57,24 @@ server logs go to <target>/bench/synflood-* (<target>: $CARGO_TARGET_DIR, else t
 from __future__ import annotations
 
 import argparse
-import ctypes
-import datetime as dt
 import errno
 import json
 import os
-import platform
-import queue
 import random
 import selectors
 import shlex
-import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import benchlib as bl
+from benchlib import REPO, die, emit, log, med, pct, sh
+from benchlib import num as fmt
+
 SELF = Path(__file__).resolve()
 
 TAP = "npflood0"
@@ -95,44 +92,8 @@ SECTION = "## Userspace engine: SYN flood"
 NOTES_MARKER = ("<!-- hand-written notes below this line, up to the next level-2 heading, "
                 "are kept by hosted/bench/synflood.py -->")
 
-PR_SET_PDEATHSIG = 1
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
-
-
-def log(msg: str) -> None:
-    print(f"[synflood {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(cmd: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
-    return r
-
-
-def die_with_parent():
-    """preexec_fn: the child gets SIGTERM when this script dies."""
-
-    def f():
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except OSError:
-            pass
-
-    return f
-
-
-def emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def pct(sorted_vals: list[float], p: float) -> float | None:
-    if not sorted_vals:
-        return None
-    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[k]
 
 
 # ------------------------------------------------------------------------------------------
@@ -447,111 +408,6 @@ def role_flood(argv: list[str]) -> int:
 # Orchestration
 
 
-def git(*args: str) -> str:
-    r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
-    return r.stdout.rstrip("\n")
-
-
-def target_dir() -> Path:
-    env = os.environ.get("CARGO_TARGET_DIR")
-    return Path(env) if env else REPO / "target"
-
-
-def build(args) -> tuple[Path, str]:
-    commit = git("rev-parse", "--short", "HEAD").strip()
-    if args.bin:
-        p = Path(args.bin).resolve()
-        if not p.exists():
-            sys.exit(f"synflood: {p} does not exist")
-        return p, f"prebuilt binary {p} (checkout at {commit})"
-    cmd = ["cargo", "build", "--release", "-p", "netpoll-hosted", "--bin", "netpoll"]
-    if not args.no_build:
-        log("building: " + shlex.join(cmd))
-        if subprocess.run(cmd, cwd=REPO, timeout=3600).returncode != 0:
-            sys.exit("synflood: the release build failed")
-    p = target_dir() / "release" / "netpoll"
-    if not p.exists():
-        sys.exit(f"synflood: {p} is missing (run without --no-build)")
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "core", "stack",
-                "drivers", "hosted/src", "Cargo.toml", "Cargo.lock")
-    desc = f"commit {commit}"
-    if dirty:
-        desc += " plus uncommitted changes to " + ", ".join(l[3:] for l in dirty.splitlines())
-    return p, desc
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_s(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    f = stat[stat.rfind(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_s() -> float:
-    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return sum(int(x) for x in f[1:4] + f[6:9]) / os.sysconf("SC_CLK_TCK")
-
-
-class Child:
-    """A process this script started; the only kind it ever signals (by its own pid)."""
-
-    def __init__(self, cmd: list[str], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 errpath: Path | None = None):
-        self.cmd = cmd
-        self.err = open(errpath, "w+") if errpath else tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=self.err,
-                                     text=True, preexec_fn=die_with_parent())
-        self.lines: queue.Queue = queue.Queue()
-        if stdout == subprocess.PIPE:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                try:
-                    self.lines.put(json.loads(line))
-                except ValueError:
-                    pass
-        self.lines.put(None)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def next(self, timeout: float) -> dict | None:
-        try:
-            return self.lines.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
-    def stderr_text(self) -> str:
-        self.err.flush()
-        self.err.seek(0)
-        return self.err.read()
-
-    def stop(self, sig=signal.SIGTERM, grace: float = 10) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.err.close()
-
-
 class Sampler(threading.Thread):
     """The server's CPU time and RSS and the machine's busy time, every 100 ms."""
 
@@ -563,7 +419,8 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
-            self.samples.append((time.monotonic(), cpu_s(self.pid), rss_kib(self.pid), busy_s()))
+            self.samples.append((time.monotonic(), bl.cpu_s(self.pid), bl.rss_kib(self.pid),
+                                 bl.busy_s(irq=True)))
             self.halt.wait(0.1)
 
     def window(self, t0: float, t1: float) -> dict:
@@ -588,60 +445,25 @@ class Measurement:
         self.ns = f"{NS_PREFIX}{os.getpid()}-{k}"
         self.logdir = logdir
         self.ns_made = False
-        self.server: Child | None = None
-        self.children: list[Child] = []
+        self.server: bl.Server | None = None
+        self.children: list[bl.Child] = []
         self.res: dict = dict(label=label, variant=variant["name"], ok=False)
 
     def make_ns(self) -> None:
-        sh(["ip", "netns", "add", self.ns])
         self.ns_made = True
-        sh(["ip", "-n", self.ns, "link", "set", "lo", "up"])
-        sh(["ip", "netns", "exec", self.ns, "sysctl", "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
-            "net.ipv4.ip_local_port_range=1024 65535"])
+        bl.make_netns(self.ns, port_range=True)
 
     def configure_tap(self) -> None:
-        deadline = time.monotonic() + 10
-        while sh(["ip", "-n", self.ns, "link", "show", TAP], check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"TAP device {TAP} did not appear in {self.ns}")
-            if self.server and self.server.proc.poll() is not None:
-                raise RuntimeError("server exited: " + self.server.stderr_text()[-400:])
-            time.sleep(0.05)
+        bl.wait_for_link(self.ns, TAP, 10, self.server)
         sh(["ip", "-n", self.ns, "addr", "add", f"{KERNEL}/24", "dev", TAP])
         sh(["ip", "-n", self.ns, "link", "set", TAP, "up"])
 
-    def wait_listening(self) -> None:
-        deadline = time.monotonic() + 10
-        while "listening on" not in self.server.stderr_text():
-            if self.server.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start: " + self.server.stderr_text()[-400:])
-            time.sleep(0.05)
-
     def tap_stats(self) -> dict:
-        try:
-            st = json.loads(sh(["ip", "-j", "-s", "-n", self.ns, "link", "show", TAP],
-                               check=False, timeout=20).stdout or "[]")
-            s = st[0]["stats64"]
-            return dict(tx_packets=s["tx"]["packets"], tx_dropped=s["tx"]["dropped"],
-                        rx_packets=s["rx"]["packets"], rx_dropped=s["rx"]["dropped"])
-        except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, IndexError) as e:
-            return dict(error=str(e))
+        return bl.link_stats(self.ns, TAP)
 
     def nstat(self) -> dict:
-        c: dict = {}
-        try:
-            txt = sh(["ip", "netns", "exec", self.ns, "nstat", "-asz"], check=False,
-                     timeout=20).stdout
-            keep = ("TcpExtTCPSynRetrans", "TcpAttemptFails", "TcpEstabResets", "TcpOutRsts",
-                    "TcpActiveOpens")
-            for line in txt.splitlines():
-                f = line.split()
-                if len(f) >= 2 and f[0] in keep:
-                    c[f[0]] = int(f[1])
-        except (subprocess.TimeoutExpired, OSError, ValueError) as e:
-            c["error"] = str(e)
-        return c
+        return bl.nstat(self.ns, ("TcpExtTCPSynRetrans", "TcpAttemptFails", "TcpEstabResets",
+                                  "TcpOutRsts", "TcpActiveOpens"))
 
     def evidence(self, why: str) -> None:
         ev: dict = dict(why=why)
@@ -657,13 +479,8 @@ class Measurement:
             ev["server_alive"] = self.server.proc.poll() is None
             ev["server_stderr"] = self.server.stderr_text()[-3000:]
             if self.server.proc.poll() is None:
-                ev["server_cpu_s"] = cpu_s(self.server.pid)
-                try:
-                    ev["server_stack"] = sh(["gdb", "-p", str(self.server.pid), "-batch", "-ex",
-                                             "thread apply all bt 20"], check=False,
-                                            timeout=60).stdout[-6000:]
-                except (subprocess.TimeoutExpired, OSError) as e:
-                    ev["server_stack"] = str(e)
+                ev["server_cpu_s"] = bl.cpu_s(self.server.pid)
+                ev["server_stack"] = bl.gdb_backtrace(self.server.pid)
         self.res.setdefault("evidence", []).append(ev)
         (self.logdir / f"synflood-evidence-{self.label}.json").write_text(
             json.dumps(self.res["evidence"], indent=1))
@@ -681,14 +498,14 @@ class Measurement:
             if v["backlog"] != 128:
                 srv_cmd += ["--backlog", str(v["backlog"])]
             self.res["server_cmd"] = shlex.join(["netpoll", *srv_cmd[5:]])
-            self.server = Child(srv_cmd, errpath=self.logdir / f"synflood-server-{self.label}.log")
+            self.server = bl.Server("netpoll echo", srv_cmd,
+                                    errpath=self.logdir / f"synflood-server-{self.label}.log")
             self.configure_tap()
-            self.wait_listening()
             pid = self.server.pid
             sampler = Sampler(pid)
             sampler.start()
             py = ["ip", "netns", "exec", self.ns, sys.executable, str(SELF)]
-            flood = Child(py + ["_flood", "--syns", str(a.syns), "--src", v["src"],
+            flood = bl.Child(py + ["_flood", "--syns", str(a.syns), "--src", v["src"],
                                 "--rate", str(v["rate"]), "--seed", str(random.getrandbits(30)),
                                 "--connect-timeout", str(a.connect_timeout)],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -698,7 +515,7 @@ class Measurement:
                 raise RuntimeError("flooder did not get ready: " + flood.stderr_text()[-400:])
             self.res["build_s"] = msg["build_s"]
             tap0 = self.tap_stats()
-            client = Child(py + ["_client", "--rate", str(a.legit_rate), "--connect-timeout",
+            client = bl.Child(py + ["_client", "--rate", str(a.legit_rate), "--connect-timeout",
                                  str(a.connect_timeout), "--lifetime", "240"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self.children.append(client)
@@ -741,12 +558,12 @@ class Measurement:
             self.res["after"] = sampler.window(te, te + 2.0)
             self.res["rss_before_kib"] = next((s[2] for s in reversed(sampler.samples)
                                                if s[0] <= ts), None)
-            i0, i0t = cpu_s(pid), time.monotonic()
+            i0, i0t = bl.cpu_s(pid), time.monotonic()
             time.sleep(a.idle_secs)
-            i1, i1t = cpu_s(pid), time.monotonic()
+            i1, i1t = bl.cpu_s(pid), time.monotonic()
             if i0 is not None and i1 is not None:
                 self.res["idle_cpu_pct"] = 100 * (i1 - i0) / (i1t - i0t)
-            self.res["rss_end_kib"] = rss_kib(pid)
+            self.res["rss_end_kib"] = bl.rss_kib(pid)
             recs = cl["records"]
             self.res["legit"] = summarize(recs, ts, te, self.res.get("flood", {}))
             self.res["records"] = [dict(t=round(r["t0"] - ts, 4), c=r["connect_ms"],
@@ -802,9 +619,7 @@ class Measurement:
                 pass
             self.server = None
         if self.ns_made:
-            r = sh(["ip", "netns", "delete", self.ns], check=False)
-            if r.returncode != 0:
-                log(f"could not delete namespace {self.ns}: {r.stderr.strip()}")
+            bl.delete_netns(self.ns)
             self.ns_made = False
 
 
@@ -826,29 +641,6 @@ def summarize(recs: list[dict], ts: float, te: float, flood: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------
 # Report
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def fmt(v, nd: int = 0) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "—"
-    return f"{v:,.{nd}f}"
-
-
-def machine() -> str:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-    return (f"{os.cpu_count()} CPUs: {cpu}; {mem:.1f} GiB RAM; Linux {platform.release()}; "
-            f"{rustc}")
 
 
 def vdesc(v: dict) -> str:
@@ -943,44 +735,12 @@ def report(args, results: list[dict], tree: str, started: str, load0, load1, ela
     return "\n".join(out)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replaces this script's section (keeping hand-written notes below the marker) or appends
-    it; the file is read right before writing."""
-    old = path.read_text() if path.exists() else ""
-    notes = NOTES_MARKER + "\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text + "\n" + notes
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        end = len(old) if nxt < 0 else nxt + 1
-        body = old[start:end]
-        m = body.find(NOTES_MARKER)
-        if m >= 0:
-            notes = body[m:].rstrip("\n") + "\n"
-        new = old[:start] + text + "\n" + notes + ("\n" + old[end:] if nxt >= 0 else "")
-    path.write_text(new)
-
-
-def remove_stale_namespaces() -> None:
-    """Deletes npflood-PID-K namespaces left by a killed run of this script (its PID is gone)."""
-    r = sh(["ip", "netns", "list"], check=False)
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        parts = name[len(NS_PREFIX):].split("-")
-        if not name.startswith(NS_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
-            continue
-        if int(parts[0]) != os.getpid() and not Path(f"/proc/{parts[0]}").exists():
-            log(f"deleting namespace {name}, left by a killed run")
-            sh(["ip", "netns", "delete", name], check=False)
-
-
 def parse_variants(spec: str) -> list[dict]:
     out = []
     for item in spec.split(","):
         src, backlog, rate = item.strip().split("/")
         if src not in ("onlink", "offlink"):
-            raise SystemExit(f"synflood: variant {item}: source must be onlink or offlink")
+            die(f"variant {item}: source must be onlink or offlink")
         out.append(dict(name=item.strip(), src=src, backlog=int(backlog),
                         rate=0 if rate == "max" else float(rate)))
     return out
@@ -991,9 +751,9 @@ def main() -> int:
         return role_client(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "_flood":
         return role_flood(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=None)
+    bl.init("synflood")
+    ap = bl.parser(__doc__, rounds=None, out=None, no_build=True, bin=True, no_write=True,
+                   quick=True)
     ap.add_argument("--syns", type=int, default=None)
     ap.add_argument("--variants",
                     default="onlink/128/max,offlink/128/max,onlink/1024/max,"
@@ -1003,10 +763,6 @@ def main() -> int:
     ap.add_argument("--tail-secs", type=float, default=2)
     ap.add_argument("--idle-secs", type=float, default=1)
     ap.add_argument("--connect-timeout", type=float, default=10)
-    ap.add_argument("--bin")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--out")
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     if args.quick:
@@ -1021,66 +777,58 @@ def main() -> int:
             and 1 <= args.connect_timeout <= 30
             and all(1 <= v["backlog"] <= 65535 and 0 <= v["rate"] <= 10_000_000
                     for v in args.variants)):
-        sys.exit("synflood: --rounds 1..10, --syns 1..1000000, --legit-rate 1..500, "
-                 "--baseline-secs 1..60, --tail-secs 0..60, --idle-secs 0.2..30, "
-                 "--connect-timeout 1..30, backlog 1..65535")
-    if os.geteuid() != 0:
-        sys.exit("synflood: needs root (network namespaces, a TAP device, AF_PACKET)")
+        die("--rounds 1..10, --syns 1..1000000, --legit-rate 1..500, --baseline-secs 1..60, "
+            "--tail-secs 0..60, --idle-secs 0.2..30, --connect-timeout 1..30, backlog 1..65535")
+    bl.require_root("network namespaces, a TAP device, AF_PACKET")
     write = not args.no_write and (args.out or not args.quick)
     out_path = Path(args.out) if args.out else REPO / "BENCHMARKS.md"
     os.chdir(REPO)
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
-
-    remove_stale_namespaces()
-    binary, tree = build(args)
-    logdir = target_dir() / "bench"
+    bl.interrupt_on_signals()
+    bl.remove_stale_namespaces(NS_PREFIX)
+    binary, tree = bl.netpoll_binary(args)
+    logdir = bl.target_dir() / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
     rawlog = open(logdir / f"synflood-results-{time.strftime('%Y%m%d-%H%M%S')}.jsonl", "w")
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    mach = machine()
+    started = bl.utc_now()
+    load0 = bl.loadavg()
+    mach = bl.machine_text()
     log(f"server binary {binary} ({tree})")
     t0 = time.monotonic()
     results: list[dict] = []
     k = 0
     try:
-        for rnd in range(1, args.rounds + 1):
-            for v in args.variants:
-                k += 1
-                label = f"r{rnd}-{v['name'].replace('/', '-')}"
-                log(f"{label}: starting ({vdesc(v)})")
-                res = Measurement(args, binary, v, label, k, logdir).run()
-                res["round"] = rnd
-                results.append(res)
-                rawlog.write(json.dumps(res) + "\n")
-                rawlog.flush()
-                if res.get("legit"):
-                    f_, b_, fl = res["legit"]["flood"], res["legit"]["baseline"], res["flood"]
-                    log(f"{label}: {fl['sent']:,} SYNs in {fl['secs']:.2f} s ({fl['rate']:,.0f}/s, "
-                        f"{res.get('tap_tx_dropped')} dropped at TAP); legit during flood "
-                        f"{f_['ok']}/{f_['attempts']} p50 {fmt(f_['p50'], 1)} p99 "
-                        f"{fmt(f_['p99'], 1)} max {fmt(f_['max'], 1)} ms; baseline p50 "
-                        f"{fmt(b_['p50'], 2)} ms; recovery {fmt(fl['recovery_ms'])} ms; server "
-                        f"CPU {fmt(res.get('window', {}).get('cpu_pct'))}%; idle "
-                        f"{fmt(res.get('idle_cpu_pct'), 1)}%; {res.get('server_summary')}"
-                        + (f"; PROBLEMS: {res['problems']}" if res.get("problems") else ""))
-                else:
-                    log(f"{label}: FAILED: {res.get('error')}")
+        for rnd, v in bl.rounds(args.rounds, args.variants):
+            k += 1
+            label = f"r{rnd}-{v['name'].replace('/', '-')}"
+            log(f"{label}: starting ({vdesc(v)})")
+            res = Measurement(args, binary, v, label, k, logdir).run()
+            res["round"] = rnd
+            results.append(res)
+            rawlog.write(json.dumps(res) + "\n")
+            rawlog.flush()
+            if res.get("legit"):
+                f_, b_, fl = res["legit"]["flood"], res["legit"]["baseline"], res["flood"]
+                log(f"{label}: {fl['sent']:,} SYNs in {fl['secs']:.2f} s ({fl['rate']:,.0f}/s, "
+                    f"{res.get('tap_tx_dropped')} dropped at TAP); legit during flood "
+                    f"{f_['ok']}/{f_['attempts']} p50 {fmt(f_['p50'], 1)} p99 "
+                    f"{fmt(f_['p99'], 1)} max {fmt(f_['max'], 1)} ms; baseline p50 "
+                    f"{fmt(b_['p50'], 2)} ms; recovery {fmt(fl['recovery_ms'])} ms; server "
+                    f"CPU {fmt(res.get('window', {}).get('cpu_pct'))}%; idle "
+                    f"{fmt(res.get('idle_cpu_pct'), 1)}%; {res.get('server_summary')}"
+                    + (f"; PROBLEMS: {res['problems']}" if res.get("problems") else ""))
+            else:
+                log(f"{label}: FAILED: {res.get('error')}")
     except KeyboardInterrupt:
         log("interrupted; cleaned up")
         return 130
     finally:
         rawlog.close()
     elapsed = time.monotonic() - t0
-    load1 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load1 = bl.loadavg()
     text = report(args, results, tree, started, load0, load1, elapsed, mach)
     if write:
-        write_section(out_path, text)
+        bl.write_section(out_path, text, SECTION, NOTES_MARKER)
         log(f"wrote the section to {out_path}")
     print(text)
     return 0 if all(r.get("ok") for r in results) else 1

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""netpoll on smoltcp over TAP, measured against smoltcp alone and the kernel path (issue 3).
+"""netpoll on smoltcp over TAP, measured against smoltcp alone and the kernel path.
 
     sudo python3 hosted/bench/tap.py           # builds release, runs everything, updates BENCHMARKS.md
 
 Three servers, each a fresh process per measurement, loaded by a kernel TCP client:
 
-    raw           smoltcp alone on the TAP device: drivers/examples/raw_benchmark.rs, the pattern
+    raw           smoltcp alone on the TAP device: hosted/bench/raw_benchmark.rs, the pattern
                   of smoltcp's examples/benchmark.rs (one poll loop, no netpoll)
     netpoll-tap   netpoll on smoltcp on the TAP device: `netpoll echo --backend tap`, and
-                  drivers/examples/tap_sink.rs for one-way bulk
+                  hosted/bench/tap_sink.rs for one-way bulk
     netpoll-veth  netpoll on the kernel's TCP over a veth pair: `netpoll echo --backend epoll`
 
 Workloads (interleaved: every workload and server once per round, --rounds rounds, the server
@@ -24,8 +24,7 @@ order rotating from round to round):
              netpoll-tap the echo mode of tap_sink.rs, as `netpoll echo` has no backlog option):
              a diagnostic of what the accept pool's idle sockets cost
 
-(rx and tx have no kernel row: the one-way servers are drivers examples, and the kernel backend
-lives in netpoll-hosted.)
+(rx and tx have no kernel row: the one-way servers run on smoltcp only.)
 
 Topology, all inside two network namespaces this script creates and always deletes:
 
@@ -35,10 +34,11 @@ Topology, all inside two network namespaces this script creates and always delet
 
 The kernel path needs the second namespace: two addresses of one namespace talk over the
 loopback device, never over the veth between them. The TAP servers create the TAP device when
-they start (it goes away with them), so its kernel side is configured for each run.
+they start (it goes away with them), so its kernel side is configured for each run. Every
+server reports its address on stdout (`listening <ip:port>`) once it listens.
 
 Reports medians with the per-round spread [min-max], the ratios netpoll-tap/raw and
-netpoll-tap/netpoll-veth, server CPU, and writes (or replaces) the "## TAP (issue 3)" section of
+netpoll-tap/netpoll-veth, server CPU, and writes (or replaces) the "## TAP: ..." section of
 BENCHMARKS.md (--out), keeping the rest of the file and the hand-written notes below the TAP
 notes marker. Raw JSON lines go to target/bench/tap-results.jsonl.
 
@@ -62,30 +62,24 @@ raw JSON lines to target/bench/tap-buffers-results.jsonl.
     sudo python3 hosted/bench/tap.py --servers netpoll-tap --workloads bulk,rx,tx \
         --buffers 65536/65536,8192/4096,16384/16384,32768/8192
 
-Needs root (namespaces, TAP), iproute2, python3. Only the standard library; every child has a
-timeout; only processes this script started are signalled; only its own namespaces deleted.
+Needs root (namespaces, TAP), iproute2, python3. Only the standard library (and benchlib.py);
+every child has a timeout; only processes this script started are signalled; only its own namespaces deleted.
 Exit status 1 if any measurement failed.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import os
 import re
-import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as suite  # noqa: E402  (hosted/bench/run.py: machine(), profile(), Server, cells)
-
-REPO = Path(__file__).resolve().parents[2]
+import benchlib as bl
+from benchlib import REPO, cell, die, fmt, log, med, sh
 
 SERVERS = {
     "raw": "smoltcp alone (raw loop, TAP)",
@@ -120,53 +114,21 @@ PORT = 9009
 # A server left behind by a crash of this script exits on its own after this long.
 SERVER_LIFETIME_S = 120
 
-SECTION = "## TAP (issue 3)"
+SECTION = "## TAP: netpoll on smoltcp vs smoltcp alone and the kernel"
 BUFFERS_SECTION = "## Userspace engine: socket buffer sizes vs bulk throughput"
 TAP_NOTES_MARKER = ("<!-- hand-written notes below this line, up to the next level-2 heading, "
                     "are kept by hosted/bench/tap.py -->")
 
 
-def log(msg: str) -> None:
-    print(f"[tap-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(cmd: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
-    return r
-
-
 # ------------------------------------------------------------------------------------------
-# Build
+# Build and namespaces
 
 
 def build(no_build: bool) -> dict[str, Path]:
-    meta = json.loads(sh(["cargo", "metadata", "--format-version", "1", "--no-deps"],
-                         timeout=120).stdout)
-    rel = Path(meta["target_directory"]) / "release"
-    cmds = [
-        ["cargo", "build", "--release", "-p", "netpoll-hosted", "--bin", "netpoll",
-         "--bin", "netpoll-bench"],
-        ["cargo", "build", "--release", "-p", "netpoll-drivers", "--features", "tap",
-         "--example", "raw_benchmark", "--example", "tap_sink", "--example", "bulk_client"],
-    ]
-    if not no_build:
-        for cmd in cmds:
-            log("building: " + shlex.join(cmd))
-            if subprocess.run(cmd, cwd=REPO, timeout=1800).returncode != 0:
-                sys.exit("tap-bench: the release build failed")
-    bins = dict(netpoll=rel / "netpoll", bench=rel / "netpoll-bench",
-                raw=rel / "examples" / "raw_benchmark", sink=rel / "examples" / "tap_sink",
-                bulk=rel / "examples" / "bulk_client")
-    for p in bins.values():
-        if not p.exists():
-            sys.exit(f"tap-bench: {p} is missing (run without --no-build)")
-    return bins
-
-
-# ------------------------------------------------------------------------------------------
-# Namespaces
+    b = bl.build(["netpoll", "netpoll-bench"], ["raw_benchmark", "tap_sink", "bulk_client"],
+                 no_build=no_build)
+    return dict(netpoll=b["netpoll"], bench=b["netpoll-bench"], raw=b["raw_benchmark"],
+                sink=b["tap_sink"], bulk=b["bulk_client"])
 
 
 class Netns:
@@ -179,13 +141,8 @@ class Netns:
 
     def create(self) -> None:
         for ns in (self.c, self.s):
-            sh(["ip", "netns", "add", ns])
+            bl.make_netns(ns)
             self.made.append(ns)
-            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-            # No IPv6 chatter (router solicitations, DAD) on the measured links.
-            sh(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-               check=False)
         sh(["ip", "-n", self.c, "link", "add", VETH_C, "type", "veth", "peer", "name", VETH_S,
             "netns", self.s])
         sh(["ip", "-n", self.c, "addr", "add", f"{VETH_C_ADDR}/24", "dev", VETH_C])
@@ -195,19 +152,13 @@ class Netns:
 
     def configure_tap(self) -> None:
         """Gives the kernel side of the (freshly created) TAP device its address."""
-        deadline = time.monotonic() + 5
-        while sh(["ip", "-n", self.c, "link", "show", TAP], check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"TAP device {TAP} did not appear in {self.c}")
-            time.sleep(0.05)
+        bl.wait_for_link(self.c, TAP, 5)
         sh(["ip", "-n", self.c, "addr", "add", f"{TAP_KERNEL}/24", "dev", TAP])
         sh(["ip", "-n", self.c, "link", "set", TAP, "up"])
 
     def delete(self) -> None:
         for ns in reversed(self.made):
-            r = sh(["ip", "netns", "delete", ns], check=False)
-            if r.returncode != 0:
-                log(f"could not delete namespace {ns}: {r.stderr.strip()}")
+            bl.delete_netns(ns)
         self.made.clear()
 
 
@@ -215,18 +166,8 @@ class Netns:
 # Servers
 
 
-class Server(suite.Server):
-    """A server process this script started, in a namespace; the only kind it signals.
-    `ip netns exec` execs the command, so the pid is the server's own."""
-
-    def cpu_s(self) -> float | None:
-        """utime + stime of the server, in seconds."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return None
-        f = stat[stat.rfind(")") + 2:].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+# ------------------------------------------------------------------------------------------
+# Servers and clients
 
 
 PIN_TEXT = {
@@ -266,7 +207,7 @@ def parse_buffers(text: str) -> list[tuple[int, int]]:
     for item in (t.strip() for t in text.split(",") if t.strip()):
         m = re.fullmatch(r"(\d+)/(\d+)", item)
         if not m or not all(1024 <= int(v) <= 16 << 20 for v in m.groups()):
-            sys.exit(f"tap-bench: --buffers {item!r}: RX/TX in bytes, each 1024..16777216")
+            die(f"--buffers {item!r}: RX/TX in bytes, each 1024..16777216")
         pairs.append((int(m[1]), int(m[2])))
     return pairs
 
@@ -318,72 +259,11 @@ def client_cmd(server: str, wl: dict, bins: dict, ns: Netns, args, pid: int, lab
     return pin_cmd(pin, "client") + cmd
 
 
-def busy_s() -> float:
-    """CPU time all processes of the machine spent (user, nice, system), in seconds."""
-    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return (int(f[1]) + int(f[2]) + int(f[3])) / os.sysconf("SC_CLK_TCK")
-
-
-def ours_s() -> float:
-    """CPU time of this script and its reaped children (the client, once it exited)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def run_client(cmd: list[str], timeout: float) -> dict:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(ok=False, error=f"client timed out after {timeout:.0f}s")
-    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-    if not lines:
-        return dict(ok=False, error=f"client exit {r.returncode}: {r.stderr.strip()[-400:]}")
-    res = json.loads(lines[-1])
-    if r.returncode != 0:
-        res["ok"] = False
-        res["error"] = res.get("error") or r.stderr.strip()[-400:]
-    return res
-
-
 SYSCALL_NAMES = ["read", "write", "recvfrom", "sendto", "poll", "epoll_wait"]
-
-
-def count_syscalls(pid: int, outfile: Path, run) -> tuple[dict, dict]:
-    """perf stat of the server's syscalls during run(): (run's result, counts by name)."""
-    cmd = ["perf", "stat", "-x,", "-o", str(outfile), "-e", "raw_syscalls:sys_enter"]
-    for n in SYSCALL_NAMES:
-        cmd += ["-e", f"syscalls:sys_enter_{n}"]
-    tracer = subprocess.Popen([*cmd, "-p", str(pid)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the load starts
-    try:
-        res = run()
-    finally:
-        if tracer.poll() is None:
-            tracer.send_signal(signal.SIGINT)
-        try:
-            tracer.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            tracer.kill()
-            tracer.wait(timeout=5)
-    counts: dict[str, int] = {}
-    text = outfile.read_text() if outfile.exists() else ""
-    for line in text.splitlines():
-        parts = line.split(",")
-        if len(parts) < 3 or line.startswith("#") or not parts[0].isdigit():
-            continue
-        name = "total" if parts[2] == "raw_syscalls:sys_enter" else \
-            parts[2].split(":")[-1].replace("sys_enter_", "")
-        counts[name] = int(parts[0])
-    return res, counts
 
 
 # ------------------------------------------------------------------------------------------
 # Report
-
-
-# Medians and table cells exactly as the loopback report prints them.
-med, fmt, cell = suite.med, suite.fmt, suite.cell
 
 
 def usable(r: dict) -> bool:
@@ -418,23 +298,8 @@ def kernel_settings(ns: Netns) -> str:
 
 
 def write_section(path: Path, text: str, heading: str = SECTION) -> None:
-    """Replaces the generated part of the section `heading` (or appends the section), keeping
-    the rest of the file and the notes below TAP_NOTES_MARKER. The file is read right before
-    it is written, so that sections others added meanwhile are kept."""
-    old = path.read_text() if path.exists() else ""
-    if heading in old:
-        start = old.index(heading)
-        rest = old[start:]
-        nxt = re.search(r"^## ", rest[len(heading):], re.M)
-        end = start + len(heading) + nxt.start() if nxt else len(old)
-        section = old[start:end]
-        notes = section[section.index(TAP_NOTES_MARKER):] if TAP_NOTES_MARKER in section \
-            else TAP_NOTES_MARKER + "\n"
-        new = old[:start] + text + "\n" + notes.rstrip("\n") + "\n" + \
-            ("\n" + old[end:] if end < len(old) else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n" + TAP_NOTES_MARKER + "\n"
-    path.write_text(new)
+    """This script's section (TAP or buffers) of the report, notes kept."""
+    bl.write_section(path, text, heading, TAP_NOTES_MARKER)
 
 
 def report_buffers(args, mach, results, started, load0, load1, elapsed, failures,
@@ -447,7 +312,7 @@ def report_buffers(args, mach, results, started, load0, load1, elapsed, failures
     cmd = "sudo python3 hosted/bench/tap.py" + (" " + " ".join(args.argv) if args.argv else "")
     w(BUFFERS_SECTION + "\n")
     w("Generated by `hosted/bench/tap.py --buffers`: netpoll on smoltcp over TAP "
-      "(`netpoll echo --backend tap` for bulk echo, `drivers/examples/tap_sink.rs` for rx and "
+      "(`netpoll echo --backend tap` for bulk echo, `hosted/bench/tap_sink.rs` for rx and "
       "tx) with smoltcp socket buffers of each size (`--rx-buf`/`--tx-buf`, per connection), "
       "interleaved round by round (the order rotating), a fresh server process per "
       "measurement; otherwise the setup of the TAP section.\n")
@@ -507,7 +372,7 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
     w(SECTION + "\n")
     w("Generated by `hosted/bench/tap.py`: bulk throughput and 128-byte echo rate of netpoll on "
       "smoltcp over a TAP device, against smoltcp alone on the same device (the pattern of "
-      "smoltcp's `examples/benchmark.rs`: `drivers/examples/raw_benchmark.rs`) and against "
+      "smoltcp's `examples/benchmark.rs`: `hosted/bench/raw_benchmark.rs`) and against "
       "netpoll on the kernel's TCP over a veth pair, in one run, interleaved round by round, a "
       "fresh server process per measurement.\n")
     if args.note:
@@ -529,11 +394,11 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
     w("- smoltcp servers (raw and netpoll) alike: netpoll's `TapDevice`, 64 KiB socket "
       "buffers, Nagle off, 10 ms delayed ACK, 128 listening sockets in the accept pool (1 in "
       "the diagnostic); netpoll-on-TAP is `netpoll echo --backend tap` (echo, bulk echo) and "
-      "`drivers/examples/tap_sink.rs` (rx, tx, the diagnostic); the kernel server is "
+      "`hosted/bench/tap_sink.rs` (rx, tx, the diagnostic); the kernel server is "
       "`netpoll echo --workers 1` (epoll, one thread like the smoltcp servers)")
     w("- clients (in namespace C): `netpoll-bench --allow-netns` for echo and bulk echo "
       "(closed loop, 1 thread, every echoed byte verified), "
-      "`drivers/examples/bulk_client.rs` for rx (the sink confirms the byte count) and tx "
+      "`hosted/bench/bulk_client.rs` for rx (the sink confirms the byte count) and tx "
       "(every byte verified)\n")
 
     w("### Results\n")
@@ -574,8 +439,8 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
         b = ratio_cell(results, wname, "netpoll-tap", "netpoll-veth") \
             if "netpoll-veth" in wl["servers"] else "—"
         w(f"| {wname} | {a} | {b} |")
-    w("\n— : no kernel row. The one-way servers (rx, tx) are drivers examples and the kernel "
-      "backend lives in netpoll-hosted; the diagnostic compares the two smoltcp servers only.\n")
+    w("\n— : no kernel row. The one-way servers (rx, tx) run on smoltcp only; the diagnostic "
+      "compares the two smoltcp servers only.\n")
     if failures:
         w(f"**{len(failures)} measurement(s) failed:**\n")
         for f in failures[:10]:
@@ -619,39 +484,31 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=3.0)
-    ap.add_argument("--warmup", type=float, default=0.5)
+    bl.init("tap-bench")
+    ap = bl.parser(__doc__, rounds=3, duration=3.0, warmup=0.5, out=str(REPO / "BENCHMARKS.md"),
+                   note=True, no_build=True)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--pin", choices=["auto", "split", "same", "none"], default="auto")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--attempts", type=int, default=4)
     ap.add_argument("--max-others", type=float, default=20.0)
-    ap.add_argument("--note", default="")
-    ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     ap.add_argument("--servers", default=",".join(ALL))
     ap.add_argument("--buffers", default="")
     ap.add_argument("--ns-prefix", default=os.environ.get("TAPBENCH_NS_PREFIX", "nptapbench"))
-    argv = sys.argv[1:]
     args = ap.parse_args()
-    args.argv = argv
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for wname in args.workloads:
-        if wname not in WORKLOADS:
-            sys.exit(f"tap-bench: unknown workload {wname!r} (known: {', '.join(WORKLOADS)})")
-    chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if not chosen or any(s not in SERVERS for s in chosen):
-        sys.exit(f"tap-bench: --servers: some of {', '.join(ALL)}")
+    args.argv = sys.argv[1:]
+    args.workloads = bl.comma_list(args.workloads, WORKLOADS, "workload")
+    chosen = bl.comma_list(args.servers, SERVERS, "server")
+    if not chosen:
+        die(f"--servers: some of {', '.join(ALL)}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}", args.ns_prefix):
-        sys.exit("tap-bench: --ns-prefix: up to 31 letters, digits, '_', '.', '-'")
+        die("--ns-prefix: up to 31 letters, digits, '_', '.', '-'")
     args.buffers = parse_buffers(args.buffers)
     if args.profile and (args.buffers or sorted(chosen) != sorted(ALL)):
-        sys.exit("tap-bench: --profile needs every server and no --buffers")
+        die("--profile needs every server and no --buffers")
     if args.buffers:
         if "netpoll-tap" not in chosen:
-            sys.exit("tap-bench: --buffers needs netpoll-tap among --servers")
+            die("--buffers needs netpoll-tap among --servers")
         for rx, tx in args.buffers:
             name = buffers_server(rx, tx)
             BUFFER_SIZES[name.partition("@")[2]] = (rx, tx)
@@ -665,37 +522,31 @@ def main() -> int:
             if s in chosen:
                 expanded += args.buffer_servers if s == "netpoll-tap" and args.buffers else [s]
         if not expanded:
-            sys.exit(f"tap-bench: workload {wname} runs none of --servers {args.servers}")
+            die(f"workload {wname} runs none of --servers {args.servers}")
         wl["servers"] = expanded
     if not (1 <= args.rounds <= 20 and 0.5 <= args.duration <= 60 and 0 <= args.warmup < 10
             and 1 <= args.attempts <= 10 and args.max_others > 0):
-        sys.exit("tap-bench: --rounds 1..20, --duration 0.5..60, --warmup 0..10, "
-                 "--attempts 1..10, --max-others > 0")
-    if os.geteuid() != 0:
-        sys.exit("tap-bench: needs root (network namespaces and a TAP device)")
+        die("--rounds 1..20, --duration 0.5..60, --warmup 0..10, --attempts 1..10, "
+            "--max-others > 0")
+    bl.require_root("network namespaces and a TAP device")
     os.chdir(REPO)
-
-    # SIGTERM ends the run through the finally blocks, like Ctrl-C.
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    bl.interrupt_on_signals()
 
     bins = build(args.no_build)
-    outdir = REPO / "target" / "bench"
+    outdir = bl.target_dir() / "bench"
     outdir.mkdir(parents=True, exist_ok=True)
     rawlog_name = "tap-buffers-results.jsonl" if args.buffers else "tap-results.jsonl"
     rawlog = open(outdir / rawlog_name, "w")
-    mach = suite.machine()
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    load0 = suite.loadavg()
+    mach = bl.machine()
+    started = bl.utc_now()
+    load0 = bl.loadavg()
     t0 = time.monotonic()
     results: list[dict] = []
     failures: list[str] = []
     profiles: dict[str, str] = {}
     syscalls: dict[str, dict] = {}
     ns = Netns(args.ns_prefix)
-    servers: list[Server] = []
+    servers: list[bl.Server] = []
     repeats = 0
 
     def measure(round_no: int, wname: str, server: str, wrap=None) -> dict:
@@ -703,16 +554,16 @@ def main() -> int:
         label = f"{wname}/{server}/r{round_no}"
         srv = None
         try:
-            srv = Server(server, server_cmd(server, wl, bins, ns, pin_of(args, wl)))
+            srv = bl.Server(server, server_cmd(server, wl, bins, ns, pin_of(args, wl)))
             servers.append(srv)
             if server != "netpoll-veth":
                 ns.configure_tap()
             cmd = client_cmd(server, wl, bins, ns, args, srv.pid, label, pin_of(args, wl))
             timeout = args.duration + args.warmup + 40
-            cpu0, w0, busy0, ours0 = srv.cpu_s(), time.monotonic(), busy_s(), ours_s()
-            res = wrap(srv.pid, lambda: run_client(cmd, timeout)) if wrap else \
-                run_client(cmd, timeout)
-            cpu1, w1, busy1, ours1 = srv.cpu_s(), time.monotonic(), busy_s(), ours_s()
+            cpu0, w0, busy0, ours0 = srv.cpu_s(), time.monotonic(), bl.busy_s(), bl.ours_s()
+            res = wrap(srv.pid, lambda: bl.run_json(cmd, timeout)) if wrap else \
+                bl.run_json(cmd, timeout)
+            cpu1, w1, busy1, ours1 = srv.cpu_s(), time.monotonic(), bl.busy_s(), bl.ours_s()
             if cpu0 is not None and cpu1 is not None:
                 wall = max(w1 - w0, 1e-9)
                 res["server_cpu_pct"] = 100 * (cpu1 - cpu0) / wall
@@ -731,7 +582,7 @@ def main() -> int:
             if srv is not None:
                 srv.stop()
                 servers.remove(srv)
-        res.update(round=round_no, workload=wname, server=server, load=suite.loadavg())
+        res.update(round=round_no, workload=wname, server=server, load=bl.loadavg())
         return res
 
     try:
@@ -739,9 +590,7 @@ def main() -> int:
         kset = kernel_settings(ns)
         for rnd in range(1, args.rounds + 1):
             for wname in args.workloads:
-                order = WORKLOADS[wname]["servers"]
-                k = (rnd - 1) % len(order)
-                for server in order[k:] + order[:k]:
+                for server in bl.rotated(WORKLOADS[wname]["servers"], rnd):
                     res = None
                     for attempt in range(1, args.attempts + 1):
                         this = measure(rnd, wname, server)
@@ -776,20 +625,21 @@ def main() -> int:
                     outfile = outdir / f"tap-perf-{wname}-{server}.data"
 
                     def wrap(pid, run, outfile=outfile, holder=holder):
-                        res, text = suite.profile(pid, outfile, run)
+                        res, text = bl.profile(pid, outfile, run)
                         holder["text"] = text
                         return res
 
                     log(f"profiling {server} during {wname}")
                     measure(0, wname, server, wrap=wrap)
                     profiles[f"{wname}: {SERVERS[server]}"] = holder.get("text", "(no profile)")
-            if "echo16" in args.workloads and suite.have_perf_tracepoints():
+            if "echo16" in args.workloads and bl.have_perf_tracepoints():
                 for server in ("netpoll-tap", "raw", "netpoll-veth"):
                     outfile = outdir / f"tap-syscalls-{server}.txt"
                     holder = {}
 
                     def count(pid, run, outfile=outfile, holder=holder):
-                        res, holder["counts"] = count_syscalls(pid, outfile, run)
+                        res, holder["counts"] = bl.count_syscalls("perf", pid, outfile, run,
+                                                                  SYSCALL_NAMES)
                         return res
 
                     log(f"counting the syscalls of {server} during echo16")
@@ -808,12 +658,12 @@ def main() -> int:
 
     elapsed = time.monotonic() - t0
     if args.buffers:
-        text = report_buffers(args, mach, results, started, load0, suite.loadavg(), elapsed,
+        text = report_buffers(args, mach, results, started, load0, bl.loadavg(), elapsed,
                               failures, repeats)
         write_section(Path(args.out), text, BUFFERS_SECTION)
     else:
         text = report(args, mach, results, profiles, syscalls, started, load0,
-                      suite.loadavg(), elapsed, kset, failures, repeats)
+                      bl.loadavg(), elapsed, kset, failures, repeats)
         write_section(Path(args.out), text)
     log(f"wrote the {'buffers' if args.buffers else 'TAP'} section of {args.out} "
         f"({elapsed:.0f} s); raw results in {outdir / rawlog_name}")
