@@ -32,6 +32,9 @@
 //! | [`ReadinessSource::poll`] | `netpoll(delay)` |
 //! | [`Notifier`] | `netpollBreak` |
 //! | [`Scheduler`] | `findRunnable` + `sysmon`'s poll |
+//! | [`Handle`] (spawn, sleep) / [`IoHandle`] (pollDescs, readiness) | `go`, `time.Sleep` / `poll_runtime_*`, `netpollready` |
+//! | [`ReadinessWait`] | `netpollblock` |
+//! | [`Metrics`] | the counters of `GODEBUG=schedtrace` |
 //!
 //! [`PollDesc`]: poll_desc::PollDesc
 //! [`PollCache`]: poll_desc::PollCache
@@ -48,6 +51,10 @@
 //! [`ReadinessSource::poll`]: source::ReadinessSource::poll
 //! [`Notifier`]: source::Notifier
 //! [`Scheduler`]: sched::Scheduler
+//! [`Handle`]: sched::Handle
+//! [`IoHandle`]: sched::IoHandle
+//! [`ReadinessWait`]: sched::ReadinessWait
+//! [`Metrics`]: sched::Metrics
 #![no_std]
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
@@ -65,6 +72,6 @@ pub mod time;
 
 pub use backend::{ErrorKind, Shutdown, SocketBackend, TryError};
 pub use poll_desc::{PollCache, PollDesc, PollError};
-pub use sched::{yield_now, Handle, JoinHandle, Scheduler};
+pub use sched::{yield_now, Handle, IoHandle, JoinHandle, Metrics, Scheduler};
 pub use source::{Direction, Events, Key, Notifier, Readiness, ReadinessSource};
 pub use time::{Clock, Instant};

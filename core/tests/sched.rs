@@ -1,8 +1,7 @@
 //! Scheduler tests over the in-memory readiness source (`testing::ManualSource`) and a manual
 //! clock: no OS, no threads, simulated time.
 //!
-//! Tests named `fNN_…` / `cNN_…` carry the number of the spec §6 checklist item they check
-//! (F: poller core and scheduler; the `c` ones are other [C] items). A blocking poll with
+//! `docs/semantics.md` states the behaviour these tests check. A blocking poll with
 //! nothing that could ever end it makes `ManualSource` fail with `Deadlock` instead of hanging,
 //! so a lost wake-up fails the test at once.
 #![cfg(not(loom))]
@@ -188,19 +187,19 @@ unsafe fn hook_drop(data: *const ()) {
 // ===== F. Poller core and scheduler =====
 
 #[test]
-fn f51_readiness_between_wait_and_commit_not_lost() {
+fn readiness_between_wait_and_commit_not_lost() {
     // Row 6: the edge lands while the waiter is in WAIT. The commit fails, the waiter resumes at
     // once with "ready" (netpollblock returns true), and it never counted as parked.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     let (h2, key) = (h.clone(), pd.key());
     let first = sched.block_on(async {
-        let mut wait = pin!(h.wait(&pd, R));
+        let mut wait = pin!(h.io().wait(&pd, R));
         poll_fn(|cx| {
             let h2 = h2.clone();
             let waker = hook_waker(cx.waker().clone(), move || {
                 assert_eq!(h2.waiters(), 0, "the hook runs before the commit");
-                h2.ready(key, Readiness::READABLE);
+                h2.io().ready(key, Readiness::READABLE);
             });
             Poll::Ready(wait.as_mut().poll(&mut Context::from_waker(&waker)))
         })
@@ -216,13 +215,13 @@ fn f51_readiness_between_wait_and_commit_not_lost() {
 }
 
 #[test]
-fn f51_readiness_while_parked_wakes_the_task() {
+fn readiness_while_parked_wakes_the_task() {
     // Row 8 through the scheduler: the edge arrives from the source while the task is parked.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     source.push_at(at(7), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
-        let r = h.wait(&pd, R).await;
+        let r = h.io().wait(&pd, R).await;
         (r, h.now(), h.waiters())
     });
     assert_eq!(r, (Ok(()), at(7), 0));
@@ -237,19 +236,19 @@ fn f51_readiness_while_parked_wakes_the_task() {
 }
 
 #[test]
-fn f52_readiness_without_waiter_latches_and_prepare_discards_it() {
+fn readiness_without_waiter_latches_and_prepare_discards_it() {
     // Rows 10, 2 and 14.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     sched.block_on(async {
         // Latched with nobody waiting: the next wait returns without parking.
-        h.ready(pd.key(), Readiness::READABLE);
-        assert_eq!(h.wait(&pd, R).await, Ok(()));
+        h.io().ready(pd.key(), Readiness::READABLE);
+        assert_eq!(h.io().wait(&pd, R).await, Ok(()));
         assert_eq!(h.waiters(), 0);
         // Latched again, then discarded by prepare: the next wait parks.
-        h.ready(pd.key(), Readiness::READABLE);
+        h.io().ready(pd.key(), Readiness::READABLE);
         assert_eq!(pd.prepare(R), Ok(()));
-        let mut wait = pin!(h.wait(&pd, R));
+        let mut wait = pin!(h.io().wait(&pd, R));
         assert!(futures::poll!(wait.as_mut()).is_pending());
         assert_eq!(h.waiters(), 1);
     });
@@ -259,49 +258,49 @@ fn f52_readiness_without_waiter_latches_and_prepare_discards_it() {
 }
 
 #[test]
-fn f53_timeout_or_close_without_waiter_latches_nothing() {
+fn timeout_or_close_without_waiter_latches_nothing() {
     // Row 12: the error is reported by the next prepare / wait, before parking.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     sched.block_on(async {
-        h.set_deadline(&pd, &[R], Some(h.now()));
+        h.io().set_deadline(&pd, &[R], Some(h.now()));
         assert_eq!(pd.prepare(R), Err(PollError::TimedOut));
-        assert_eq!(h.wait(&pd, R).await, Err(PollError::TimedOut));
-        // Expiry is per direction and sticky (D2, D8).
+        assert_eq!(h.io().wait(&pd, R).await, Err(PollError::TimedOut));
+        // Expiry is per direction and sticky (Go: `netpolldeadlineimpl` sets `rd = -1`).
         assert_eq!(pd.prepare(W), Ok(()));
-        assert_eq!(h.wait(&pd, R).await, Err(PollError::TimedOut));
-        h.evict(&pd);
+        assert_eq!(h.io().wait(&pd, R).await, Err(PollError::TimedOut));
+        h.io().evict(&pd);
         assert_eq!(pd.prepare(W), Err(PollError::Closing));
-        assert_eq!(h.wait(&pd, W).await, Err(PollError::Closing));
-        // Closing wins over the expired deadline (§6 #45).
-        assert_eq!(h.wait(&pd, R).await, Err(PollError::Closing));
+        assert_eq!(h.io().wait(&pd, W).await, Err(PollError::Closing));
+        // Closing wins over the expired deadline (Go: `netpollcheckerr` tests `closing` first).
+        assert_eq!(h.io().wait(&pd, R).await, Err(PollError::Closing));
     });
-    h.free(&pd);
+    h.io().free(&pd);
     assert_eq!((h.waiters(), h.pds_in_use()), (0, 0));
     assert!(source.trace().is_empty());
 }
 
 #[test]
-fn f54_stale_generation_event_and_timer_are_dropped() {
-    // Go #59545: events and deadline timers for a closed and reused descriptor must not reach
-    // the new one; an error-only event from the old fd must not make reads fail.
+fn stale_generation_event_and_timer_are_dropped() {
+    // Go's `fdseq` tag: events and deadline timers for a closed and reused descriptor must not
+    // reach the new one; an error-only event from the old fd must not make reads fail.
     let (mut sched, source, h) = setup();
-    let old = h.open();
+    let old = h.io().open();
     let old_key = old.key();
-    h.set_deadline(&old, &[R], Some(at(30))); // armed for the old descriptor
-    h.evict(&old);
-    h.free(&old);
-    let pd = h.open();
+    h.io().set_deadline(&old, &[R], Some(at(30))); // armed for the old descriptor
+    h.io().evict(&old);
+    h.io().free(&old);
+    let pd = h.io().open();
     assert_eq!(pd.key().slot(), old_key.slot(), "slot reused");
     assert_ne!(pd.key(), old_key, "with a new generation");
     source.push(old_key, Readiness::ERROR);
     source.push_at(at(10), old_key, Readiness::READABLE);
-    h.set_deadline(&pd, &[R], Some(at(100)));
+    h.io().set_deadline(&pd, &[R], Some(at(100)));
     let (waited, mid) = sched.block_on(async {
         let waiter = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone()
-                .spawn(async move { (h.wait(&pd, R).await, h.now()) })
+                .spawn(async move { (h.io().wait(&pd, R).await, h.now()) })
         };
         // After the stale timer (30 ms) and both stale events: nothing reached `pd`.
         h.sleep(ms(50)).await;
@@ -316,13 +315,13 @@ fn f54_stale_generation_event_and_timer_are_dropped() {
 }
 
 #[test]
-fn f55_waiter_count_is_zero_after_all_io() {
+fn waiter_count_is_zero_after_all_io() {
     // Go's NetpollWaiters program: after every kind of wake-up the count is exactly zero, and it
     // matches the parked tasks in between.
     let (mut sched, source, h) = setup();
-    let pds: Vec<_> = (0..5).map(|_| h.open()).collect();
+    let pds: Vec<_> = (0..5).map(|_| h.io().open()).collect();
     source.push_at(at(10), pds[0].key(), Readiness::READABLE); // I/O
-    h.set_deadline(&pds[1], &[R], Some(at(20))); // deadline timer
+    h.io().set_deadline(&pds[1], &[R], Some(at(20))); // deadline timer
     source.push_at(at(30), pds[4].key(), Readiness::BOTH); // both directions of one pd
     let counts = sched.block_on(async {
         let mut joins = Vec::new();
@@ -330,16 +329,16 @@ fn f55_waiter_count_is_zero_after_all_io() {
             let (h, pd) = (h.clone(), pd.clone());
             joins.push(h.clone().spawn(async move {
                 if i == 4 {
-                    let (r, w) = futures::join!(h.wait(&pd, R), h.wait(&pd, W));
+                    let (r, w) = futures::join!(h.io().wait(&pd, R), h.io().wait(&pd, W));
                     r.and(w)
                 } else if i == 3 {
                     // Cancelled: loses a select against a sleep.
                     futures::select! {
-                        r = h.wait(&pd, R).fuse() => r,
+                        r = h.io().wait(&pd, R).fuse() => r,
                         _ = h.sleep(ms(25)).fuse() => Err(PollError::TimedOut),
                     }
                 } else {
-                    h.wait(&pd, R).await
+                    h.io().wait(&pd, R).await
                 }
             }));
         }
@@ -348,7 +347,7 @@ fn f55_waiter_count_is_zero_after_all_io() {
             h.sleep_until(at(t)).await;
             counts.push(h.waiters());
             if t == 35 {
-                h.evict(&pds[2]); // close
+                h.io().evict(&pds[2]); // close
             }
         }
         let mut results = Vec::new();
@@ -372,24 +371,24 @@ fn f55_waiter_count_is_zero_after_all_io() {
     assert_eq!(counts, [6, 6, 5, 4, 3, 1, 0]);
     assert_eq!(h.waiters(), 0);
     for pd in &pds[..2] {
-        h.evict(pd);
+        h.io().evict(pd);
     }
-    h.evict(&pds[3]);
-    h.evict(&pds[4]);
+    h.io().evict(&pds[3]);
+    h.io().evict(&pds[4]);
     for pd in &pds {
-        h.free(pd);
+        h.io().free(pd);
     }
     assert_eq!((h.waiters(), h.pds_in_use()), (0, 0));
 }
 
 #[test]
-fn f56_break_before_blocking_poll_makes_it_return_and_coalesces() {
+fn break_before_blocking_poll_makes_it_return_and_coalesces() {
     // TestNetpollBreak: a break issued while nobody blocks makes the *next* blocking poll
     // return at once; repeated breaks coalesce into one early return.
     let (mut sched, source, h) = setup();
-    h.notify();
-    h.notify();
-    h.notify();
+    h.io().notify();
+    h.io().notify();
+    h.io().notify();
     sched.block_on(h.sleep(Duration::from_secs(10)));
     assert_eq!(source.notify_count(), 3);
     assert_eq!(
@@ -407,12 +406,12 @@ fn f56_break_before_blocking_poll_makes_it_return_and_coalesces() {
 }
 
 #[test]
-fn f56_nonblocking_poll_does_not_consume_break() {
+fn nonblocking_poll_does_not_consume_break() {
     // Only a blocking poll drains the break (Go drains the eventfd only when delay != 0).
     let (mut sched, source, h) = setup();
     sched.block_on(async {
         yield_now().await; // forces a non-blocking poll
-        h.notify();
+        h.io().notify();
         yield_now().await; // another non-blocking poll: the break stays pending
         h.sleep(ms(5)).await; // the first blocking poll consumes it
     });
@@ -427,20 +426,20 @@ fn f56_nonblocking_poll_does_not_consume_break() {
 }
 
 #[test]
-fn f56_wake_during_blocking_poll_breaks_it() {
-    // §5.5: whoever readies a task while the poller sleeps must break the poll, so the task
-    // runs now and not when the 10 s timer expires.
+fn wake_during_blocking_poll_breaks_it() {
+    // Go: `wakeNetPoller`: whoever readies a task while the poller sleeps must break the poll,
+    // so the task runs now and not when the 10 s timer expires.
     let (mut sched, source, h) = setup_hooked();
-    let pd = h.open();
+    let pd = h.io().open();
     let (h2, key) = (h.clone(), pd.key());
     source.set_hook(on_first_blocking_poll(move || {
-        h2.ready(key, Readiness::READABLE)
+        h2.io().ready(key, Readiness::READABLE)
     }));
     let r = sched.block_on(async {
         let waiter = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone()
-                .spawn(async move { (h.wait(&pd, R).await, h.now()) })
+                .spawn(async move { (h.io().wait(&pd, R).await, h.now()) })
         };
         let sleeper = h.spawn(h.sleep(Duration::from_secs(10)));
         let r = waiter.await;
@@ -465,14 +464,14 @@ fn f56_wake_during_blocking_poll_breaks_it() {
 }
 
 #[test]
-fn f57_deadline_timer_wakes_poller() {
+fn deadline_timer_wakes_poller() {
     // The only activity is one wait with a 50 ms deadline: the poller sleeps exactly until the
     // deadline and the wait times out then (wakeNetPoller + the timer-driven poll delay).
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     let r = sched.block_on(async {
-        h.set_deadline(&pd, &[R], Some(h.now() + ms(50)));
-        (h.wait(&pd, R).await, h.now())
+        h.io().set_deadline(&pd, &[R], Some(h.now() + ms(50)));
+        (h.io().wait(&pd, R).await, h.now())
     });
     assert_eq!(r, (Err(PollError::TimedOut), at(50)));
     assert_eq!(source.trace(), [blocking(ms(50), 0, false), NONBLOCKING]);
@@ -480,20 +479,20 @@ fn f57_deadline_timer_wakes_poller() {
 }
 
 #[test]
-fn f57_earlier_timer_during_blocking_poll_breaks_it() {
+fn earlier_timer_during_blocking_poll_breaks_it() {
     // A deadline set (by "another thread") while the poller sleeps 10 s, earlier than that
     // sleep, breaks the poll; the poller re-sleeps until the new deadline.
     let (mut sched, source, h) = setup_hooked();
-    let pd = h.open();
+    let pd = h.io().open();
     let (h2, pd2) = (h.clone(), pd.clone());
     source.set_hook(on_first_blocking_poll(move || {
-        h2.set_deadline(&pd2, &[R], Some(at(50)));
+        h2.io().set_deadline(&pd2, &[R], Some(at(50)));
     }));
     let r = sched.block_on(async {
         let waiter = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone()
-                .spawn(async move { (h.wait(&pd, R).await, h.now()) })
+                .spawn(async move { (h.io().wait(&pd, R).await, h.now()) })
         };
         let sleeper = h.spawn(h.sleep(Duration::from_secs(10)));
         let r = waiter.await;
@@ -517,13 +516,13 @@ fn f57_earlier_timer_during_blocking_poll_breaks_it() {
 }
 
 #[test]
-fn f57_later_timer_during_blocking_poll_does_not_break_it() {
+fn later_timer_during_blocking_poll_does_not_break_it() {
     // Go: wakeNetPoller breaks only if the new timer is earlier than pollUntil.
     let (mut sched, source, h) = setup_hooked();
-    let pd = h.open();
+    let pd = h.io().open();
     let (h2, pd2) = (h.clone(), pd.clone());
     source.set_hook(on_first_blocking_poll(move || {
-        h2.set_deadline(&pd2, &[R], Some(at(20_000)));
+        h2.io().set_deadline(&pd2, &[R], Some(at(20_000)));
     }));
     sched.block_on(h.sleep(Duration::from_secs(10)));
     assert_eq!(source.inner.notify_count(), 0);
@@ -535,7 +534,7 @@ fn f57_later_timer_during_blocking_poll_does_not_break_it() {
 }
 
 #[test]
-fn f58_busy_tasks_still_poll_io() {
+fn busy_tasks_still_poll_io() {
     // A task that never blocks (it only yields) must not starve I/O: the loop polls without
     // blocking every POLL_INTERVAL_TASKS tasks (Go: sysmon's netpoll(0)), so a waiter readied
     // by an event runs long before the busy task finishes.
@@ -557,12 +556,12 @@ fn f58_busy_tasks_still_poll_io() {
     }
     let mut sched = Scheduler::new(source, clock);
     let h = sched.handle().clone();
-    let pd = h.open();
+    let pd = h.io().open();
     let (waiter_done_at, busy_done) = sched.block_on(async {
         let waiter = {
             let (h, pd, busy_iter) = (h.clone(), pd.clone(), busy_iter.clone());
             h.clone().spawn(async move {
-                h.wait(&pd, R).await.unwrap();
+                h.io().wait(&pd, R).await.unwrap();
                 busy_iter.load(Ordering::SeqCst)
             })
         };
@@ -745,28 +744,28 @@ fn yield_now_interleaves_tasks() {
 fn deadlock_is_reported_not_hung() {
     // Go: "all goroutines are asleep - deadlock!". A wait nothing can end.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
-    let r = sched.try_block_on(h.wait(&pd, R));
+    let pd = h.io().open();
+    let r = sched.try_block_on(h.io().wait(&pd, R));
     assert_eq!(r, Err(RunError::Source(ManualError::Deadlock)));
     assert_eq!(source.trace().last().map(|p| p.timeout), Some(None));
 }
 
 #[test]
 fn close_unblocks_parked_waiter() {
-    // §6 #42/#43 at the core level: evict from another task wakes both directions with
+    // Go: `poll_runtime_pollUnblock`: evict from another task wakes both directions with
     // Closing; the descriptor can then be freed.
     let (mut sched, _source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     let r = sched.block_on(async {
         let closer = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone().spawn(async move {
                 h.sleep(ms(10)).await;
                 assert_eq!(h.waiters(), 2);
-                h.evict(&pd);
+                h.io().evict(&pd);
             })
         };
-        let r = futures::join!(h.wait(&pd, R), h.wait(&pd, W));
+        let r = futures::join!(h.io().wait(&pd, R), h.io().wait(&pd, W));
         closer.await;
         (r, h.now())
     });
@@ -774,25 +773,25 @@ fn close_unblocks_parked_waiter() {
         r,
         ((Err(PollError::Closing), Err(PollError::Closing)), at(10))
     );
-    h.free(&pd);
+    h.io().free(&pd);
     assert_eq!((h.waiters(), h.pds_in_use()), (0, 0));
 }
 
 #[test]
 fn past_deadline_while_parked_unblocks_promptly() {
-    // D5 (§6 #31): moving the deadline into the past wakes the waiter now, not later.
+    // Moving the deadline into the past wakes the waiter now, not later.
     let (mut sched, _source, h) = setup();
-    let pd = h.open();
-    h.set_deadline(&pd, &[R], Some(at(1_000)));
+    let pd = h.io().open();
+    h.io().set_deadline(&pd, &[R], Some(at(1_000)));
     let r = sched.block_on(async {
         let setter = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone().spawn(async move {
                 h.sleep(ms(10)).await;
-                h.set_deadline(&pd, &[R], Some(at(0)));
+                h.io().set_deadline(&pd, &[R], Some(at(0)));
             })
         };
-        let r = h.wait(&pd, R).await;
+        let r = h.io().wait(&pd, R).await;
         setter.await;
         (r, h.now())
     });
@@ -801,19 +800,19 @@ fn past_deadline_while_parked_unblocks_promptly() {
 
 #[test]
 fn deadline_extended_while_parked_times_out_at_new_deadline() {
-    // D6 (§6 #32): extending the deadline while blocked: no timeout at the old deadline.
+    // Extending the deadline while blocked: no timeout at the old deadline.
     let (mut sched, _source, h) = setup();
-    let pd = h.open();
-    h.set_deadline(&pd, &[R], Some(at(10)));
+    let pd = h.io().open();
+    h.io().set_deadline(&pd, &[R], Some(at(10)));
     let r = sched.block_on(async {
         let setter = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone().spawn(async move {
                 h.sleep(ms(5)).await;
-                h.set_deadline(&pd, &[R], Some(at(30)));
+                h.io().set_deadline(&pd, &[R], Some(at(30)));
             })
         };
-        let r = h.wait(&pd, R).await;
+        let r = h.io().wait(&pd, R).await;
         setter.await;
         (r, h.now())
     });
@@ -823,20 +822,20 @@ fn deadline_extended_while_parked_times_out_at_new_deadline() {
 
 #[test]
 fn deadline_cleared_while_parked_keeps_waiting() {
-    // D3 (§6 #33): clearing the deadline leaves the waiter blocked until I/O arrives.
+    // Clearing the deadline leaves the waiter blocked until I/O arrives.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
-    h.set_deadline(&pd, &[R], Some(at(10)));
+    let pd = h.io().open();
+    h.io().set_deadline(&pd, &[R], Some(at(10)));
     source.push_at(at(40), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
         let setter = {
             let (h, pd) = (h.clone(), pd.clone());
             h.clone().spawn(async move {
                 h.sleep(ms(5)).await;
-                h.set_deadline(&pd, &[R], None);
+                h.io().set_deadline(&pd, &[R], None);
             })
         };
-        let r = h.wait(&pd, R).await;
+        let r = h.io().wait(&pd, R).await;
         setter.await;
         (r, h.now())
     });
@@ -846,14 +845,14 @@ fn deadline_cleared_while_parked_keeps_waiting() {
 // ===== Other [C] items =====
 
 #[test]
-fn c9_spurious_readiness_lets_waiter_wait_again() {
-    // §6 #9: a readiness event with nothing to read makes the reader retry, find nothing, and
+fn spurious_readiness_lets_waiter_wait_again() {
+    // A readiness event with nothing to read makes the reader retry, find nothing, and
     // block again; it never returns (0, nil) or EOF spuriously.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     let buffer: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
     // A latched spurious edge before the read, and one while it is parked.
-    h.ready(pd.key(), Readiness::READABLE);
+    h.io().ready(pd.key(), Readiness::READABLE);
     source.push_at(at(10), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
         let writer = {
@@ -861,7 +860,7 @@ fn c9_spurious_readiness_lets_waiter_wait_again() {
             h.clone().spawn(async move {
                 h.sleep(ms(20)).await;
                 buffer.lock().unwrap().extend_from_slice(b"data");
-                h.ready(pd.key(), Readiness::READABLE);
+                h.io().ready(pd.key(), Readiness::READABLE);
             })
         };
         let watcher = {
@@ -878,7 +877,7 @@ fn c9_spurious_readiness_lets_waiter_wait_again() {
             if !got.is_empty() {
                 break got;
             }
-            h.wait(&pd, R).await.unwrap();
+            h.io().wait(&pd, R).await.unwrap();
             wakeups += 1;
         };
         writer.await;
@@ -889,18 +888,18 @@ fn c9_spurious_readiness_lets_waiter_wait_again() {
 }
 
 #[test]
-fn c39_stale_timer_has_no_effect() {
-    // §6 #39: a timer armed for a deadline that was since moved earlier or cleared fires
+fn stale_timer_has_no_effect() {
+    // A timer armed for a deadline that was since moved earlier or cleared fires
     // without effect; only the current deadline times the waiter out.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
-    h.set_deadline(&pd, &[R], Some(at(50)));
-    h.set_deadline(&pd, &[R], Some(at(20))); // the 50 ms timer is now stale
+    let pd = h.io().open();
+    h.io().set_deadline(&pd, &[R], Some(at(50)));
+    h.io().set_deadline(&pd, &[R], Some(at(20))); // the 50 ms timer is now stale
     source.push_at(at(80), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
-        let first = (h.wait(&pd, R).await, h.now());
-        h.set_deadline(&pd, &[R], None);
-        let second = (h.wait(&pd, R).await, h.now());
+        let first = (h.io().wait(&pd, R).await, h.now());
+        h.io().set_deadline(&pd, &[R], None);
+        let second = (h.io().wait(&pd, R).await, h.now());
         (first, second)
     });
     assert_eq!(r, ((Err(PollError::TimedOut), at(20)), (Ok(()), at(80))));
@@ -910,13 +909,13 @@ fn c39_stale_timer_has_no_effect() {
 }
 
 #[test]
-fn c39_cleared_deadline_timer_has_no_effect() {
+fn cleared_deadline_timer_has_no_effect() {
     let (mut sched, source, h) = setup();
-    let pd = h.open();
-    h.set_deadline(&pd, &[R], Some(at(10)));
-    h.set_deadline(&pd, &[R], None);
+    let pd = h.io().open();
+    h.io().set_deadline(&pd, &[R], Some(at(10)));
+    h.io().set_deadline(&pd, &[R], None);
     source.push_at(at(30), pd.key(), Readiness::READABLE);
-    let r = sched.block_on(async { (h.wait(&pd, R).await, h.now()) });
+    let r = sched.block_on(async { (h.io().wait(&pd, R).await, h.now()) });
     assert_eq!(r, (Ok(()), at(30)));
 }
 
@@ -932,11 +931,11 @@ enum Won {
 #[test]
 fn combinator_select_wait_wins() {
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     source.push_at(at(5), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
         futures::select! {
-            r = h.wait(&pd, R).fuse() => (Won::Wait(r), h.now()),
+            r = h.io().wait(&pd, R).fuse() => (Won::Wait(r), h.now()),
             _ = h.sleep(ms(10)).fuse() => (Won::Sleep(h.now()), h.now()),
         }
     });
@@ -947,12 +946,12 @@ fn combinator_select_wait_wins() {
 #[test]
 fn combinator_select_sleep_wins_and_cancels_wait() {
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     source.push_at(at(20), pd.key(), Readiness::READABLE);
     source.push_at(at(40), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
         let first = futures::select! {
-            r = h.wait(&pd, R).fuse() => Won::Wait(r),
+            r = h.io().wait(&pd, R).fuse() => Won::Wait(r),
             _ = h.sleep(ms(10)).fuse() => Won::Sleep(h.now()),
         };
         // The losing wait was dropped and unregistered.
@@ -961,7 +960,7 @@ fn combinator_select_sleep_wins_and_cancels_wait() {
         // (Go's pollReset before each operation), so the next wait parks until 40 ms.
         h.sleep(ms(15)).await;
         assert_eq!(pd.prepare(R), Ok(()));
-        let second = (h.wait(&pd, R).await, h.now());
+        let second = (h.io().wait(&pd, R).await, h.now());
         (first, after_drop, second)
     });
     assert_eq!(r, (Won::Sleep(at(10)), 0, (Ok(()), at(40))));
@@ -971,12 +970,12 @@ fn combinator_select_sleep_wins_and_cancels_wait() {
 fn combinator_join_waits_on_both_directions() {
     // Both waits share the task's waker; each must still be woken by its own edge.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     source.push_at(at(10), pd.key(), Readiness::WRITABLE);
     source.push_at(at(20), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
-        let (r, w) = futures::join!(async { (h.wait(&pd, R).await, h.now()) }, async {
-            (h.wait(&pd, W).await, h.now())
+        let (r, w) = futures::join!(async { (h.io().wait(&pd, R).await, h.now()) }, async {
+            (h.io().wait(&pd, W).await, h.now())
         });
         (r, w)
     });
@@ -988,7 +987,7 @@ fn combinator_join_waits_on_both_directions() {
 fn combinator_futures_unordered_completes_in_event_order() {
     // FuturesUnordered gives each future its own waker: every edge must reach the right one.
     let (mut sched, source, h) = setup();
-    let pds: Vec<_> = (0..4).map(|_| h.open()).collect();
+    let pds: Vec<_> = (0..4).map(|_| h.io().open()).collect();
     for (pd, t) in pds.iter().zip([40, 10, 30, 20]) {
         source.push_at(at(t), pd.key(), Readiness::READABLE);
     }
@@ -996,7 +995,7 @@ fn combinator_futures_unordered_completes_in_event_order() {
         let mut set: FuturesUnordered<_> = pds
             .iter()
             .enumerate()
-            .map(|(i, pd)| h.wait(pd, R).map(move |r| (i, r)))
+            .map(|(i, pd)| h.io().wait(pd, R).map(move |r| (i, r)))
             .collect();
         let mut order = Vec::new();
         while let Some((i, r)) = set.next().await {
@@ -1023,10 +1022,10 @@ fn combinator_wait_moved_to_another_waker() {
     // kept the old one would wake the task, FuturesUnordered would find nothing to poll, and
     // the scheduler would report a deadlock.
     let (mut sched, source, h) = setup();
-    let pd = h.open();
+    let pd = h.io().open();
     source.push_at(at(20), pd.key(), Readiness::READABLE);
     let r = sched.block_on(async {
-        let wait = h.wait(&pd, R);
+        let wait = h.io().wait(&pd, R);
         let sleep = h.sleep(ms(10));
         let Either::Right(((), wait)) = future::select(wait, sleep).await else {
             panic!("the edge comes after the sleep");
@@ -1044,7 +1043,7 @@ fn combinator_wait_moved_to_another_waker() {
 // ===== Timer heap hygiene =====
 
 /// Closed descriptors' deadline timers and dropped sleeps do not pile up in the heap until
-/// they fall due (Go stops a closed descriptor's timers in `pollUnblock`; spec §6 #40 churns
+/// they fall due (Go stops a closed descriptor's timers in `pollUnblock`; servers churn
 /// deadlines).
 #[test]
 fn dead_timers_are_compacted_away() {
@@ -1053,13 +1052,14 @@ fn dead_timers_are_compacted_away() {
     sched.block_on(async move {
         let hour = h.now() + Duration::from_secs(3600);
         for i in 0..10_000u64 {
-            let pd = h.open();
+            let pd = h.io().open();
             // Ever-earlier deadlines: each one supersedes the previous timer.
             for j in 0..4 {
-                h.set_deadline(&pd, &Direction::BOTH, Some(hour - ms(i * 4 + j)));
+                h.io()
+                    .set_deadline(&pd, &Direction::BOTH, Some(hour - ms(i * 4 + j)));
             }
-            h.evict(&pd);
-            h.free(&pd);
+            h.io().evict(&pd);
+            h.io().free(&pd);
             // A sleep polled once and dropped leaves a timer behind.
             let mut sleep = pin!(h.sleep(Duration::from_secs(7200)));
             let _ = poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx))).await;
@@ -1068,15 +1068,15 @@ fn dead_timers_are_compacted_away() {
         let pending = h.timers_pending();
         assert!(pending < 1_000, "{pending} dead timers kept");
         // A live deadline survives compaction and still fires.
-        let pd = h.open();
-        h.set_deadline(&pd, &[R], Some(h.now() + ms(5)));
+        let pd = h.io().open();
+        h.io().set_deadline(&pd, &[R], Some(h.now() + ms(5)));
         for _ in 0..200 {
             let mut sleep = pin!(h.sleep(Duration::from_secs(7200)));
             let _ = poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx))).await;
         }
-        assert_eq!(h.wait(&pd, R).await, Err(PollError::TimedOut));
-        h.evict(&pd);
-        h.free(&pd);
+        assert_eq!(h.io().wait(&pd, R).await, Err(PollError::TimedOut));
+        h.io().evict(&pd);
+        h.io().free(&pd);
     });
 }
 
@@ -1124,4 +1124,115 @@ fn join_before_and_after_completion() {
         a + late.await
     });
     assert_eq!(out, 3);
+}
+
+// ===== Metrics =====
+
+/// Spawned tasks are counted once, polled at least once each, and no longer alive once they
+/// completed; a task dropped unfinished is no longer alive either.
+#[test]
+fn metrics_count_spawned_polled_and_finished_tasks() {
+    let (mut sched, _source, h) = setup();
+    let before = sched.metrics();
+    assert_eq!((before.tasks_spawned, before.tasks_alive), (0, 0));
+    assert_eq!((before.workers, before.local_queue_depths.len()), (1, 1));
+    let h2 = h.clone();
+    let during = sched.block_on(async move {
+        let joins: Vec<_> = (0..10)
+            .map(|i| {
+                h2.spawn(async move {
+                    yield_now().await;
+                    i
+                })
+            })
+            .collect();
+        let queued = h2.metrics();
+        let mut sum = 0;
+        for j in joins {
+            sum += j.await;
+        }
+        assert_eq!(sum, 45);
+        queued
+    });
+    // Spawned from the main future: queued, not yet run.
+    assert_eq!((during.tasks_spawned, during.tasks_alive), (10, 10));
+    assert_eq!(
+        during.injection_queue_depth + during.local_queue_depths[0],
+        10
+    );
+    let after = sched.metrics();
+    assert_eq!((after.tasks_spawned, after.tasks_alive), (10, 0));
+    // Each task yields once: two polls each.
+    assert_eq!(after.polls, 20);
+    assert_eq!(after.steals, 0, "one worker has no one to steal from");
+    assert_eq!(after.injection_queue_depth + after.local_queue_depths[0], 0);
+
+    // A task whose only waker is dropped is freed unfinished: not alive any more.
+    let (mut sched, _source, h) = setup();
+    let h2 = h.clone();
+    sched.block_on(async move {
+        h2.spawn(future::pending::<()>());
+        yield_now().await;
+    });
+    assert_eq!(sched.metrics().tasks_alive, 0);
+    assert_eq!(h.metrics().tasks_spawned, 1);
+}
+
+/// A pending sleep is one pending timer; a blocking poll and the events it returns are counted.
+#[test]
+fn metrics_count_timers_readiness_waits_and_events() {
+    let (mut sched, source, h) = setup();
+    let pd = h.io().open();
+    let h2 = h.clone();
+    let sleeping = sched.block_on(async move {
+        let mut sleep = pin!(h2.sleep(ms(10)));
+        assert!(futures::poll!(sleep.as_mut()).is_pending());
+        let m = h2.metrics();
+        sleep.await;
+        m
+    });
+    assert_eq!((sleeping.timers_pending, sleeping.pds_in_use), (1, 1));
+    let after_sleep = sched.metrics();
+    assert_eq!(after_sleep.timers_pending, 0);
+    assert_eq!(
+        after_sleep.readiness_waits,
+        source.trace().len() as u64,
+        "every poll of the source is a readiness wait"
+    );
+    assert_eq!(after_sleep.events_delivered, 0);
+
+    // One event through the source, one in-line through `IoHandle::ready`.
+    source.push_at(at(20), pd.key(), Readiness::READABLE);
+    let h2 = h.clone();
+    let pd2 = pd.clone();
+    sched.block_on(async move {
+        assert_eq!(h2.io().wait(&pd2, R).await, Ok(()));
+        h2.io().ready(pd2.key(), Readiness::WRITABLE);
+        assert_eq!(h2.io().wait(&pd2, W).await, Ok(()));
+    });
+    let m = sched.metrics();
+    assert_eq!(m.events_delivered, 2);
+    assert_eq!(m.readiness_waits, source.trace().len() as u64);
+    assert_eq!(m.io_waiters, 0);
+    h.io().evict(&pd);
+    h.io().free(&pd);
+    assert_eq!(sched.metrics().pds_in_use, 0);
+}
+
+/// `Display` prints the fields in schedtrace order, one line.
+#[test]
+fn metrics_display_is_one_schedtrace_line() {
+    let (mut sched, _source, h) = setup();
+    let h2 = h.clone();
+    sched.block_on(async move {
+        h2.spawn(async {}).await;
+    });
+    let line = sched.metrics().to_string();
+    assert!(
+        line.starts_with("workers=1 idle=") && !line.contains('\n'),
+        "{line}"
+    );
+    let middle = " tasks=0 spawned=1 runq=[0] inject=0 steals=0 parks=0 pds=0 timers=0 waits=";
+    assert!(line.contains(middle), "{line}");
+    assert!(line.ends_with(" events=0"), "{line}");
 }

@@ -102,7 +102,7 @@ impl<D: Device> SmolBackend<D> {
             // within the scheduler's bounded poll interval) runs one egress for every socket
             // written meanwhile, where transmitting per write walked all sockets per write.
             // Go: netpollBreak. Outside the host lock: the poller takes it next.
-            self.handle.notify();
+            self.handle.io().notify();
         }
         r
     }

@@ -2,14 +2,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io;
+use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
 use netpoll_core::sched::{Park, RunError};
-use netpoll_core::{Clock, Handle, Instant, JoinHandle, ReadinessSource, Scheduler};
+use netpoll_core::{Clock, Handle, Instant, JoinHandle, Metrics, ReadinessSource, Scheduler};
 
 use crate::backend::KernelBackend;
 use crate::source::{EpollSource, PollStats, Poller};
@@ -90,16 +90,66 @@ impl Park for ThreadPark {
     }
 }
 
+/// Where scheduler trace lines go: stderr unless [`Builder::schedtrace_to`] said otherwise.
+type TraceSink = Arc<Mutex<dyn Write + Send>>;
+
+/// The environment variable that turns the scheduler trace on (see [`Runtime`]).
+const SCHEDTRACE_ENV: &str = "NETPOLL_SCHEDTRACE";
+
+/// What [`SCHEDTRACE_ENV`] asks for, read and checked once per process. A bad value is
+/// reported on stderr the first time and then ignored.
+fn schedtrace_from_env() -> Option<Duration> {
+    static FROM_ENV: OnceLock<Option<Duration>> = OnceLock::new();
+    *FROM_ENV.get_or_init(|| {
+        let value = std::env::var_os(SCHEDTRACE_ENV)?;
+        match parse_schedtrace(value.to_str()) {
+            Ok(interval) => interval,
+            Err(()) => {
+                eprintln!(
+                    "netpoll: ignoring {SCHEDTRACE_ENV}={value:?}: expected a whole number of \
+                     milliseconds, such as {SCHEDTRACE_ENV}=1000 (0 turns the trace off)"
+                );
+                None
+            }
+        }
+    })
+}
+
+/// Parses a [`SCHEDTRACE_ENV`] value: milliseconds; `0` or empty means off.
+fn parse_schedtrace(value: Option<&str>) -> Result<Option<Duration>, ()> {
+    let value = value.ok_or(())?.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let ms: u64 = value.parse().map_err(|_| ())?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
 /// Configures a [`Runtime`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     workers: usize,
+    schedtrace: Option<Duration>,
+    schedtrace_sink: Option<TraceSink>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("schedtrace", &self.schedtrace)
+            .field("schedtrace_to_stderr", &self.schedtrace_sink.is_none())
+            .finish()
+    }
 }
 
 impl Default for Builder {
+    /// One worker per CPU; the scheduler trace as `NETPOLL_SCHEDTRACE` says (off if unset).
     fn default() -> Self {
         Builder {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            schedtrace: schedtrace_from_env(),
+            schedtrace_sink: None,
         }
     }
 }
@@ -112,7 +162,23 @@ impl Builder {
         self
     }
 
-    /// Creates the epoll instance, its eventfd and the scheduler.
+    /// Prints a line of scheduler [`Metrics`] every `interval` (Go: `GODEBUG=schedtrace`; see
+    /// [`Runtime`]); `None` or a zero interval turns it off. Overrides the `NETPOLL_SCHEDTRACE`
+    /// environment variable, which sets the default.
+    pub fn schedtrace(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.schedtrace = interval.into().filter(|i| !i.is_zero());
+        self
+    }
+
+    /// Writes the scheduler trace lines to `sink` instead of stderr (the trace itself is turned
+    /// on by [`Builder::schedtrace`] or `NETPOLL_SCHEDTRACE`). Clones of this builder share it.
+    pub fn schedtrace_to(mut self, sink: impl Write + Send + 'static) -> Self {
+        self.schedtrace_sink = Some(Arc::new(Mutex::new(sink)));
+        self
+    }
+
+    /// Creates the epoll instance, its eventfd and the scheduler, and starts the scheduler
+    /// trace if asked.
     pub fn build(self) -> io::Result<Runtime> {
         let poller = Poller::new()?;
         let park = Arc::new(ThreadPark::default());
@@ -124,17 +190,76 @@ impl Builder {
             Scheduler::with_workers(source, clock, self.workers, park.clone())
         };
         let backend = KernelBackend::new(poller, scheduler.handle().clone());
+        let schedtrace = match self.schedtrace {
+            Some(interval) => {
+                let sink = self
+                    .schedtrace_sink
+                    .unwrap_or_else(|| Arc::new(Mutex::new(io::stderr())));
+                Some(SchedTrace::start(
+                    scheduler.handle().clone(),
+                    interval,
+                    sink,
+                )?)
+            }
+            None => None,
+        };
         Ok(Runtime {
             scheduler,
             backend,
             park,
+            _schedtrace: schedtrace,
         })
     }
+}
+
+/// The scheduler trace thread: a line of [`Metrics`] per interval until dropped.
+struct SchedTrace {
+    /// Dropping it ends the thread's wait at once.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SchedTrace {
+    fn start(handle: Handle, interval: Duration, sink: TraceSink) -> io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let start = std::time::Instant::now();
+        let thread = std::thread::Builder::new()
+            .name("netpoll-schedtrace".into())
+            .spawn(move || {
+                // Reads counters only: never wakes a worker.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    let line = schedtrace_line(start.elapsed(), &handle.metrics());
+                    let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    // A trace that cannot be written is not worth stopping the program for.
+                    let _ = sink.write_all(line.as_bytes()).and_then(|()| sink.flush());
+                }
+            })?;
+        Ok(SchedTrace {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SchedTrace {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One trace line, as Go's `SCHED 1000ms: gomaxprocs=2 idleprocs=1 ...`.
+fn schedtrace_line(since_start: Duration, metrics: &Metrics) -> String {
+    format!("SCHED {}ms: {metrics}\n", since_start.as_millis())
 }
 
 /// A netpoll runtime on Linux: worker threads running tasks, one of them blocking in
 /// `epoll_wait` when there is nothing to run, the others parked.
 ///
+/// [`Runtime::metrics`] reads the scheduler's counters (tasks, polls, steals, parks, queue
+/// depths, pollDescs, timers, readiness waits and events).
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
 /// let mut rt = netpoll_hosted::Runtime::new()?;
@@ -149,10 +274,27 @@ impl Builder {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Scheduler trace
+///
+/// `NETPOLL_SCHEDTRACE=<ms>` in the environment (or [`Builder::schedtrace`]) makes the runtime
+/// print one line of [`Metrics`] to stderr every `<ms>` milliseconds, as Go's
+/// `GODEBUG=schedtrace=<ms>` does:
+///
+/// ```text
+/// SCHED 1000ms: workers=2 idle=1 tasks=5 spawned=9 runq=[0 3] inject=0 steals=2 parks=7 pds=4 timers=1 waits=40 events=38
+/// ```
+///
+/// The time is since the runtime was built. `0` or an empty value turns the trace off; any
+/// other value that is not a whole number of milliseconds is reported once on stderr and
+/// ignored. The trace runs on a thread of its own that only reads counters: it never wakes an
+/// idle runtime, and it stops when the runtime is dropped.
 pub struct Runtime {
     scheduler: Scheduler<EpollSource>,
     backend: KernelBackend,
     park: Arc<ThreadPark>,
+    /// Stopped and joined when the runtime drops.
+    _schedtrace: Option<SchedTrace>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -217,9 +359,14 @@ impl Runtime {
         self.scheduler.workers()
     }
 
-    /// The scheduler handle (spawn, time, pollDescs).
+    /// The scheduler handle (spawn, time, sleep, metrics).
     pub fn handle(&self) -> &Handle {
         self.scheduler.handle()
+    }
+
+    /// A snapshot of the scheduler's counters and queue depths (see [`Metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        self.scheduler.metrics()
     }
 
     /// The kernel socket backend, for [`crate::TcpListener::bind`] and friends.
@@ -263,7 +410,7 @@ where
                     std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())).inspect_err(|_| {
                         // Go crashes on a panicking goroutine; we stop the runtime and
                         // re-raise the panic from `block_on`.
-                        handle.poison();
+                        handle.io().poison();
                     })
                 })
                 .expect("spawn a netpoll worker thread")
@@ -467,6 +614,46 @@ mod tests {
             threads.lock().unwrap().len(),
             2,
             "both workers ran the woken tasks"
+        );
+        // Every wake queued on worker 0, so worker 1 ran its share by stealing.
+        let m = rt.metrics();
+        assert!(m.steals >= 1, "{m:?}");
+        assert!(m.polls >= 16, "8 tasks polled at least twice each: {m:?}");
+        assert_eq!((m.tasks_spawned, m.tasks_alive), (8, 0), "{m:?}");
+    }
+
+    #[test]
+    fn schedtrace_values_parse_as_milliseconds() {
+        assert_eq!(
+            parse_schedtrace(Some("1000")),
+            Ok(Some(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            parse_schedtrace(Some(" 25 ")),
+            Ok(Some(Duration::from_millis(25)))
+        );
+        assert_eq!(parse_schedtrace(Some("0")), Ok(None));
+        assert_eq!(parse_schedtrace(Some("")), Ok(None));
+        for bad in ["1s", "-5", "1.5", "many", "99999999999999999999999"] {
+            assert_eq!(parse_schedtrace(Some(bad)), Err(()), "{bad}");
+        }
+        assert_eq!(parse_schedtrace(None), Err(()), "not UTF-8");
+    }
+
+    #[test]
+    fn a_schedtrace_line_reads_like_go() {
+        // `Metrics` is non-exhaustive: built field by field.
+        let mut metrics = Metrics::default();
+        (metrics.workers, metrics.idle_workers) = (2, 1);
+        (metrics.tasks_alive, metrics.tasks_spawned) = (5, 9);
+        metrics.local_queue_depths = vec![0, 3];
+        (metrics.steals, metrics.parks) = (2, 7);
+        (metrics.pds_in_use, metrics.timers_pending) = (4, 1);
+        (metrics.readiness_waits, metrics.events_delivered) = (40, 38);
+        assert_eq!(
+            schedtrace_line(Duration::from_millis(1000), &metrics),
+            "SCHED 1000ms: workers=2 idle=1 tasks=5 spawned=9 runq=[0 3] inject=0 steals=2 \
+             parks=7 pds=4 timers=1 waits=40 events=38\n"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! every worker is busy, panics surface from `block_on`, and a runtime can be re-entered.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -220,4 +221,113 @@ fn exact_fill_reads_keep_every_byte_then_eof_or_reset() {
             }
         });
     }
+}
+
+/// A `Write` sink the test can read while the trace thread writes to it.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+/// `Builder::schedtrace` prints one Go-style `SCHED` line per interval, with every field, and
+/// stops when the runtime is dropped.
+#[test]
+fn schedtrace_prints_a_line_per_interval_until_the_runtime_drops() {
+    let sink = Captured::default();
+    let mut rt = Runtime::builder()
+        .workers(2)
+        .schedtrace(Duration::from_millis(10))
+        .schedtrace_to(sink.clone())
+        .build()
+        .unwrap();
+    let watched = sink.clone();
+    rt.block_on(async move {
+        // A task alive until three lines are out, so they all count it.
+        let watcher = netpoll_hosted::spawn(async move {
+            let start = Instant::now();
+            while watched.lines().len() < 3 && start.elapsed() < Duration::from_secs(10) {
+                netpoll_hosted::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        watcher.await;
+    });
+    let lines = sink.lines();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for line in &lines {
+        let (time, fields) = line.split_once(": ").expect("SCHED <t>ms: <fields>");
+        assert!(time.starts_with("SCHED ") && time.ends_with("ms"), "{line}");
+        let names: Vec<_> = fields
+            .split(' ')
+            .filter_map(|f| f.split_once('=').map(|(name, _)| name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "workers", "idle", "tasks", "spawned", "runq", "inject", "steals", "parks", "pds",
+                "timers", "waits", "events"
+            ],
+            "{line}"
+        );
+        assert!(fields.starts_with("workers=2 "), "{line}");
+    }
+    // The watcher task was alive while the first three lines were printed.
+    for line in &lines[..3] {
+        assert!(line.contains(" tasks=1 spawned=1 "), "{line}");
+    }
+    drop(rt);
+    let after_drop = sink.lines().len();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        sink.lines().len(),
+        after_drop,
+        "the trace stopped with the runtime"
+    );
+}
+
+/// `Runtime::metrics` forwards the scheduler's counters.
+#[test]
+fn runtime_metrics_count_tasks_and_timers() {
+    let mut rt = two_workers();
+    let m = rt.metrics();
+    assert_eq!((m.workers, m.local_queue_depths.len()), (2, 2));
+    assert_eq!((m.tasks_spawned, m.tasks_alive), (0, 0));
+    let timers_while_sleeping = rt.block_on(async {
+        let joins: Vec<_> = (0..16)
+            .map(|_| netpoll_hosted::spawn(async { yield_now().await }))
+            .collect();
+        for j in joins {
+            j.await;
+        }
+        // Poll a sleep once, so that its timer is in the heap, then read the metrics.
+        let mut sleep = std::pin::pin!(netpoll_hosted::sleep(Duration::from_millis(20)));
+        std::future::poll_fn(|cx| {
+            assert!(sleep.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let timers = netpoll_hosted::handle().metrics().timers_pending;
+        sleep.await;
+        timers
+    });
+    assert_eq!(timers_while_sleeping, 1);
+    let m = rt.metrics();
+    assert_eq!((m.tasks_spawned, m.tasks_alive), (16, 0), "{m:?}");
+    assert_eq!(m.timers_pending, 0, "{m:?}");
+    assert!(m.polls >= 16 * 2, "each task yields once: {m:?}");
+    assert!(m.readiness_waits >= 1, "the sleeps blocked in epoll: {m:?}");
 }

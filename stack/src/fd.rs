@@ -87,7 +87,7 @@ impl<B: SocketBackend> Fd<B> {
     /// Opens a pollDesc for `socket` and registers it (Go: `FD.Init` → `pd.Init`).
     /// On failure the socket is closed.
     pub(crate) fn new(backend: &B, socket: B::Socket) -> Result<Arc<Self>, ErrorKind> {
-        let handle = backend.handle();
+        let handle = backend.handle().io();
         let pd = handle.open();
         if let Err(e) = backend.register(&socket, pd.key()) {
             handle.evict(&pd);
@@ -193,7 +193,7 @@ impl<B: SocketBackend> Fd<B> {
             self.wake_queued(None);
         }
         // Go: `pd.evict()`: parked reader and writer wake with `Closing`.
-        self.backend.handle().evict(&self.pd);
+        self.backend.handle().io().evict(&self.pd);
         // Our reference: the last one out (maybe this) destroys the socket.
         self.release(None);
         Ok(())
@@ -202,7 +202,7 @@ impl<B: SocketBackend> Fd<B> {
     /// Go: `FD.destroy`: deregister and free the pollDesc before releasing the socket.
     fn destroy(&self, abort: bool) {
         self.backend.deregister(&self.socket);
-        self.backend.handle().free(&self.pd);
+        self.backend.handle().io().free(&self.pd);
         self.backend.close(&self.socket, abort);
     }
 
@@ -372,7 +372,7 @@ impl<B: SocketBackend> Drop for Fd<B> {
             return;
         }
         if s & CLOSED == 0 {
-            self.backend.handle().evict(&self.pd);
+            self.backend.handle().io().evict(&self.pd);
         }
         self.destroy(s & ABORT != 0);
     }

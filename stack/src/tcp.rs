@@ -13,7 +13,7 @@
 //! per connection. The hot ones are written as a plain `fn` returning an `async move` block
 //! rather than as an `async fn`, which keeps a second copy of its arguments in the future
 //! (rust-lang/rust#62958); helpers awaited inside them are plain functions returning the core's
-//! `Wait`, not nested `async fn`s; [`Readable`], what an idle connection waits in, is written
+//! `ReadinessWait`, not nested `async fn`s; [`Readable`], what an idle connection waits in, is written
 //! by hand. `hosted/tests/footprint.rs` holds the budgets.
 
 use alloc::sync::Arc;
@@ -24,7 +24,7 @@ use core::pin::Pin;
 use netpoll_core::sync::Ordering;
 use core::task::{Context, Poll};
 
-use netpoll_core::sched::Wait;
+use netpoll_core::sched::ReadinessWait;
 use netpoll_core::{Direction, Handle, Instant, PollError};
 
 use crate::error::{Error, ErrorKind, Op, TryError};
@@ -61,9 +61,9 @@ fn reset_budget<B: SocketBackend>(fd: &Fd<B>, dir: Direction) {
 }
 
 /// The pollDesc wait after `WouldBlock`; map its error with [`wait_error`].
-fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction) -> Wait<'_> {
+fn wait<B: SocketBackend>(fd: &Fd<B>, dir: Direction) -> ReadinessWait<'_> {
     reset_budget(fd, dir);
-    fd.backend.handle().wait(&fd.pd, dir)
+    fd.backend.handle().io().wait(&fd.pd, dir)
 }
 
 /// One read attempt under the read lock. Records for the next read whether it must wait for
@@ -126,7 +126,7 @@ fn set_deadline<B: SocketBackend>(
 ) -> Result<(), Error> {
     // Go: `incref` first, so a closed fd reports closed (#46).
     with_ref(fd, Op::Set, |b, _| {
-        b.handle().set_deadline(&fd.pd, dirs, deadline);
+        b.handle().io().set_deadline(&fd.pd, dirs, deadline);
         Ok(())
     })
 }
@@ -272,6 +272,7 @@ impl<B: SocketBackend> TcpStream<B> {
         if deadline.is_some() {
             backend
                 .handle()
+                .io()
                 .set_deadline(&fd.pd, &[Direction::Write], deadline);
         }
         {
@@ -296,6 +297,7 @@ impl<B: SocketBackend> TcpStream<B> {
         if deadline.is_some() {
             backend
                 .handle()
+                .io()
                 .set_deadline(&fd.pd, &[Direction::Write], None);
         }
         Ok(stream)
@@ -612,7 +614,7 @@ impl<B: SocketBackend> Future for Readable<'_, B> {
         }
         match this.step {
             ReadableStep::Edge { .. } => {
-                let handle = fd.backend.handle();
+                let handle = fd.backend.handle().io();
                 let Poll::Ready(waited) = handle.poll_wait(&fd.pd, Direction::Read, cx) else {
                     this.step = ReadableStep::Edge { parked: true };
                     return Poll::Pending;
@@ -643,6 +645,7 @@ impl<B: SocketBackend> Drop for Readable<'_, B> {
                     self.fd
                         .backend
                         .handle()
+                        .io()
                         .cancel_wait(&self.fd.pd, Direction::Read);
                 }
                 self.fd.unlock(Direction::Read);

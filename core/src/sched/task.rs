@@ -1,4 +1,4 @@
-//! Tasks: a spawned future, its run state and its join handle.
+//! Tasks: a spawned future and its run state (Go: a `g`). The join handle is in `join.rs`.
 //!
 //! A task is one `Arc` holding the future inline (one allocation per spawn); its [`Waker`] is
 //! the same `Arc` (through `alloc::task::Wake`), so waking needs no allocation and no
@@ -16,11 +16,10 @@
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use alloc::task::Wake;
-use core::fmt;
 use core::future::Future;
-use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
+use super::join::JoinTarget;
 use super::Shared;
 use crate::sync::{AtomicU32, Mutex, Ordering};
 
@@ -38,11 +37,22 @@ const COMPLETE: u32 = 4;
 /// `Task::worker` before the task first ran.
 const NO_WORKER: u32 = u32::MAX;
 
+/// What [`Runnable::run`] did, for the worker's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// The task was not in the scheduled state (a stale queue entry): not polled.
+    Skipped,
+    /// Polled; the future is pending.
+    Polled,
+    /// Polled, and the future completed.
+    Completed,
+}
+
 /// A runnable unit of work in a run queue.
 pub(crate) trait Runnable: Send + Sync {
     /// Polls the task once on worker `worker`. Called only by the worker that popped it from a
     /// run queue.
-    fn run(self: Arc<Self>, worker: usize);
+    fn run(self: Arc<Self>, worker: usize) -> Ran;
 }
 
 enum Stage<F: Future> {
@@ -55,9 +65,8 @@ enum Stage<F: Future> {
 
 struct Core<F: Future> {
     stage: Stage<F>,
-    /// The task awaiting this one's [`JoinHandle`].
-    /// The task awaiting this one's [`JoinHandle`]; boxed because most tasks are detached and
-    /// every idle connection's task should stay small.
+    /// The task awaiting this one's [`JoinHandle`](super::JoinHandle); boxed because most
+    /// tasks are detached and every idle connection's task should stay small.
     join_waker: Option<Box<Waker>>,
 }
 
@@ -137,7 +146,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn run(self: Arc<Self>, worker: usize) {
+    fn run(self: Arc<Self>, worker: usize) -> Ran {
         // Relaxed: a placement hint (see `schedule`).
         self.worker.store(
             u32::try_from(worker).unwrap_or(NO_WORKER),
@@ -149,7 +158,7 @@ where
             .compare_exchange(SCHEDULED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return Ran::Skipped;
         }
         let waker = Waker::from(self.clone());
         let mut cx = Context::from_waker(&waker);
@@ -179,7 +188,7 @@ where
             if let Some(w) = join {
                 w.wake();
             }
-            return;
+            return Ran::Completed;
         }
         // AcqRel: pairs with `wake`'s CAS (see there).
         match self
@@ -193,13 +202,21 @@ where
             }
             Err(s) => unreachable!("task: corrupt state after poll; state = {s}"),
         }
+        Ran::Polled
     }
 }
 
-/// Type-erased access to a task's output.
-trait JoinTarget<T>: Send + Sync {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<T>;
-    fn is_finished(&self) -> bool;
+impl<F: Future> Drop for Task<F> {
+    /// A task freed before it completed (its wakers all dropped while it was pending) is no
+    /// longer alive: count it retired, as a completed one is by the worker that ran it.
+    fn drop(&mut self) {
+        // Relaxed: the last reference is ours; the state no longer changes.
+        if self.state.load(Ordering::Relaxed) != COMPLETE {
+            if let Some(shared) = self.shared.upgrade() {
+                shared.counters_here().count_retired();
+            }
+        }
+    }
 }
 
 impl<F> JoinTarget<F::Output> for Task<F>
@@ -245,44 +262,6 @@ where
     fn is_finished(&self) -> bool {
         // Acquire: pairs with the Release store of COMPLETE in `run`.
         self.state.load(Ordering::Acquire) == COMPLETE
-    }
-}
-
-/// Awaits a spawned task's output. Dropping it detaches the task, which keeps running.
-///
-/// A task that panics takes the scheduler down with it (as a panicking goroutine does), so a
-/// join never observes a panic.
-pub struct JoinHandle<T> {
-    task: Arc<dyn JoinTarget<T>>,
-}
-
-impl<T> JoinHandle<T> {
-    pub(crate) fn new<F>(task: Arc<Task<F>>) -> Self
-    where
-        F: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        JoinHandle { task }
-    }
-
-    /// Whether the task has finished.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-}
-
-impl<T> Future for JoinHandle<T> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        self.task.poll_join(cx)
-    }
-}
-
-impl<T> fmt::Debug for JoinHandle<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle")
-            .field("finished", &self.is_finished())
-            .finish()
     }
 }
 

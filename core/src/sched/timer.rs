@@ -1,4 +1,5 @@
-//! The timer heap: sleeps and pollDesc deadlines (Go: the per-P timer heap).
+//! The timer heap: sleeps and pollDesc deadlines (Go: the per-P timer heap), and timer
+//! insertion, which breaks a blocked poll when the new timer is earlier (Go: `wakeNetPoller`).
 //!
 //! Cancellation is lazy. A superseded deadline timer stays in the heap and is ignored when it
 //! fires (its `seq` no longer matches, Go: `rseq`); a deadline moved *later* keeps its pending
@@ -11,6 +12,7 @@ use alloc::sync::Arc;
 use core::cmp::{Ordering as CmpOrdering, Reverse};
 use core::task::Waker;
 
+use super::Shared;
 use crate::poll_desc::TimerArm;
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::time::Instant;
@@ -130,5 +132,36 @@ impl SleepSlot {
         // stored a waker that we take.
         self.fired.store(true, Ordering::Release);
         self.waker.lock().take()
+    }
+}
+
+impl Shared {
+    /// Adds a timer, compacting dead ones when the heap has doubled, and breaks a blocked
+    /// poll that would sleep past it.
+    pub(super) fn add_timer(&self, when: Instant, kind: TimerKind) {
+        {
+            let mut timers = self.timers.lock();
+            timers.push(when, kind);
+            if timers.needs_compaction() {
+                timers.compact(|kind| match kind {
+                    // Only the heap holds it: the `Sleep` future was dropped.
+                    TimerKind::Sleep(slot) => Arc::strong_count(slot) > 1,
+                    TimerKind::Deadline(arm) => self
+                        .pds
+                        .get(arm.key)
+                        .is_some_and(|pd| pd.timer_is_current(arm)),
+                });
+            }
+        }
+        // Go: wakeNetPoller. SeqCst: pairs with the poller's `polling` store before it reads
+        // the timer heap to compute its timeout.
+        // `poll_until == 0`: the poller is still computing its timeout; break it to be safe
+        // ("this can have a spurious wakeup but should never miss a wakeup").
+        let until = self.poll_until.load(Ordering::SeqCst);
+        // Nobody blocked in the source means some worker is running: it fires due timers at its
+        // next turn, and becomes the poller (timeout = earliest timer) when it runs out of work.
+        if self.polling.load(Ordering::SeqCst) && (until == 0 || when.as_nanos() < until) {
+            self.notifier.notify();
+        }
     }
 }
