@@ -3,9 +3,10 @@
 //! Every file tracked by git is checked for references that point outside the repository:
 //! notes kept elsewhere, section signs, issue numbers of another tracker, rule codes of outside
 //! checklists. And every `docs/<name>.md` mentioned anywhere must exist, with every
-//! `#anchor` after it a heading of that file. References inside the repository look like
-//! `docs/semantics.md#stale-events`, "checklist #54" (an item of `docs/semantics.md`), or a Go
-//! function name; Go's own bugs are cited as `golang/go#59545`.
+//! `#anchor` after it a heading of that file, and every "checklist #N" must be an item of the
+//! numbered conformance checklist in `docs/semantics.md`. References inside the repository
+//! look like `docs/semantics.md#stale-events`, "checklist #54" (an item of
+//! `docs/semantics.md`), or a Go function name; Go's own bugs are cited as `golang/go#59545`.
 //!
 //! The sample strings in the checker's own tests are assembled with `concat!` so that this
 //! file passes its own check.
@@ -277,10 +278,52 @@ fn doc_refs(line: &str, self_name: Option<&str>) -> Vec<DocRef> {
     refs
 }
 
-/// Runs both checks over the repository and returns one `file:line: reason` per problem.
+/// The item numbers of the conformance checklist in `docs/semantics.md`: the numbered list
+/// items (`12. ...`) after its `## Conformance checklist` heading.
+fn checklist_items(semantics: &str) -> BTreeSet<u32> {
+    semantics
+        .lines()
+        .skip_while(|l| l.trim() != "## Conformance checklist")
+        .filter_map(|l| {
+            let (number, rest) = l.split_once(". ")?;
+            (!rest.is_empty()).then_some(number)?.parse().ok()
+        })
+        .collect()
+}
+
+/// The numbers cited as `checklist #N` or `checklist item N` (any case) in a line.
+fn checklist_citations(line: &str) -> Vec<u32> {
+    let lower = line.to_ascii_lowercase();
+    let mut found = Vec::new();
+    for (i, _) in lower.match_indices("checklist ") {
+        let rest = &lower[i + "checklist ".len()..];
+        let rest = rest
+            .strip_prefix('#')
+            .or_else(|| rest.strip_prefix("item "))
+            .unwrap_or("");
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse() {
+            found.push(n);
+        }
+    }
+    found
+}
+
+/// Runs the checks over the repository and returns one `file:line: reason` per problem.
 fn problems(root: &Path) -> Vec<String> {
     let files = repo_files(root);
     let mut out = Vec::new();
+    let items = std::fs::read_to_string(root.join("docs/semantics.md"))
+        .map(|md| checklist_items(&md))
+        .unwrap_or_default();
+    let last = items.last().copied().unwrap_or(0);
+    if items.is_empty() || items.len() != last as usize {
+        out.push(format!(
+            "docs/semantics.md: the conformance checklist must number its items 1 to N without \
+             gaps; found {} items up to {last}",
+            items.len()
+        ));
+    }
     let mut doc_anchors: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
     for rel in &files {
         let Ok(bytes) = std::fs::read(root.join(rel)) else {
@@ -301,6 +344,11 @@ fn problems(root: &Path) -> Vec<String> {
             let at = format!("{}:{}", rel.display(), n + 1);
             for why in outside_references(rel, line) {
                 out.push(format!("{at}: {why}: {}", line.trim()));
+            }
+            for n in checklist_citations(line) {
+                if !items.contains(&n) {
+                    out.push(format!("{at}: docs/semantics.md has no checklist item {n}"));
+                }
             }
             for r in doc_refs(line, own_name.as_deref()) {
                 let known = doc_anchors.entry(r.file.clone()).or_insert_with(|| {
@@ -420,6 +468,12 @@ fn the_checker_reads_doc_references_and_anchors() {
             },
         ]
     );
+    assert_eq!(
+        checklist_citations("checklist #54 and Checklist item 7; checklist of docs, checklist #"),
+        [54, 7]
+    );
+    let list = "1. before\n## Conformance checklist\n\nIntro.\n### A. Read\n\n1. **[U]** One.\n2. Two\n   wrapped 3. not an item\n10. Ten.\n";
+    assert_eq!(checklist_items(list), BTreeSet::from([1, 2, 10]));
     let md = "# Top\n## A. Read\n### `fdMutex` and co.\n```\n# not a heading\n```\n## Top\n";
     let got = anchors(md);
     let want: BTreeSet<String> = ["top", "a-read", "fdmutex-and-co", "top-1"]
