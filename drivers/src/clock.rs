@@ -4,8 +4,8 @@
 //! same [`Clock`] the scheduler was built with.
 
 use alloc::sync::Arc;
-use netpoll_core::sync::{AtomicU64, Ordering};
 use core::time::Duration;
+use netpoll_core::sync::{AtomicU64, Ordering};
 
 use netpoll_core::{Clock, Instant};
 
@@ -38,27 +38,36 @@ impl Clock for SimClock {
     }
 }
 
-/// `CLOCK_MONOTONIC` through `std::time::Instant`, with its epoch at construction.
+/// `CLOCK_MONOTONIC` (through `std::time::Instant`) as a netpoll [`Clock`].
+///
+/// Its epoch, [`Instant::ZERO`], is the first time any `MonotonicClock` of the process is
+/// read, and is shared by all of them: an instant from one is meaningful to another. With
+/// its `tap` feature, `netpoll_hosted::MonotonicClock` is this type, so the runtime's clock
+/// and a smoltcp host's agree too.
 #[cfg(feature = "std")]
-#[derive(Debug)]
-pub struct MonotonicClock {
-    epoch: std::time::Instant,
-}
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MonotonicClock;
 
 #[cfg(feature = "std")]
 impl MonotonicClock {
-    /// A clock whose [`Instant::ZERO`] is now.
+    /// The clock as the `Arc` that [`Host::new`](crate::Host::new) and `Scheduler::new` take
+    /// (the same as `Arc::new(MonotonicClock)`).
     pub fn new() -> Arc<Self> {
-        Arc::new(MonotonicClock {
-            epoch: std::time::Instant::now(),
-        })
+        Arc::new(MonotonicClock)
+    }
+
+    /// The process-wide instant that reads as [`Instant::ZERO`].
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
     }
 }
 
 #[cfg(feature = "std")]
 impl Clock for MonotonicClock {
     fn now(&self) -> Instant {
-        let d = self.epoch.elapsed();
+        let d = Self::epoch().elapsed();
         Instant::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 }

@@ -46,7 +46,8 @@ pub struct Config {
     /// before it is dropped and its pool socket listens again: smoltcp resends the SYN-ACK at
     /// 1, 3, 7 and 15 s, so the default of 30 s allows four retries (Linux: `tcp_synack_retries`,
     /// five retries, about 63 s).
-    /// Independently, a SYN that finds no free pool socket evicts the oldest half-open one.
+    /// Independently, a SYN that finds no free pool socket may evict a half-open one (see the
+    /// crate docs, "The listen backlog").
     pub half_open_timeout: Duration,
     /// Congestion control of each socket (smoltcp's `None`, `Reno` or `Cubic`).
     pub congestion_control: CongestionControl,
@@ -59,7 +60,7 @@ pub struct Config {
     pub early_retransmit: Option<Duration>,
     /// Most frames taken from the device per host per poll (never an unbounded drain).
     pub ingress_budget: usize,
-    /// Most `poll_egress` rounds per host per poll.
+    /// Most segments each due socket sends per poll (smoltcp `poll_egress` rounds).
     pub egress_budget: usize,
     /// Local ports picked for connects and for listening on port 0, inclusive.
     pub ephemeral_ports: (u16, u16),
@@ -69,7 +70,7 @@ pub struct Config {
     /// Delayed-ACK time of each socket (smoltcp default: 10 ms; `None` acks at once).
     pub ack_delay: Option<Duration>,
     /// Seed for smoltcp's initial sequence numbers. Fixed by default so that runs are
-    /// reproducible (house style 24); give each boot its own for real networks.
+    /// reproducible; give each boot its own for real networks.
     pub random_seed: u64,
 }
 

@@ -47,8 +47,8 @@
 //!
 //! Arming (Go's one-shot `netpollarm` on systems without edge triggering): a direction is armed when an
 //! operation on it returned `WouldBlock`, and disarmed when its edge is reported. Every
-//! operation tries before it waits (C1), so an unarmed direction needs no report, and a socket
-//! that stays readable while nobody waits produces no stream of events (C3).
+//! operation tries before it waits, so an unarmed direction needs no report, and a socket
+//! that stays readable while nobody waits produces no stream of events.
 //!
 //! # Matching frames to sockets in O(1)
 //!
@@ -98,7 +98,33 @@
 //!
 //! With TAP (feature `tap`), the same shape: `TapDevice::open("tap0")`, its `waiter()`, a
 //! `MonotonicClock`; or simply `TapNet::open("tap0", config)`.
+//!
+//! # Features
+//!
+//! * none (the default): `no_std` + `alloc`, builds for bare-metal targets; the in-memory
+//!   wire and the simulated switch in simulated time.
+//! * `std`: real time: `MonotonicClock`, threaded wire waiters (`WireNetBuilder::real_time`);
+//!   pcap capture of a device's frames (`capture`, `PcapFile`).
+//! * `tap` (Linux; implies `std`): `TapDevice`, `TapNet` and the `netns` test helpers.
+//!
+//! # Logging
+//!
+//! The engine reports through the [`log`](https://docs.rs/log) facade; without a logger
+//! installed each event costs one check of a static level. Targets are this crate's module
+//! paths (`netpoll_drivers::host::sockets`, ...), so `RUST_LOG=netpoll_drivers=debug` selects
+//! them all under `env_logger`.
+//!
+//! * `debug`: a connection's life with its 4-tuple: listen, connect, connected, accept,
+//!   closed by the peer (FIN), reset, refused, close, close with reset; a listener's close.
+//! * `info`: a TAP device opened, its link going down (the kernel refuses frames) and up again;
+//!   a simulated link partitioned or healed.
+//! * `warn`: a listener's accept pool full, so half-open connections are evicted or SYNs
+//!   dropped (at most once a second per listener, with counts); a device error (a failed TAP
+//!   read or write, the interface gone).
+//! * `trace`: per-frame drops: a SYN dropped, a half-open connection evicted, a queued
+//!   connection reset before `accept`. Nothing is logged per frame at `debug` or above.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -113,10 +139,11 @@ mod error;
 mod frame;
 mod host;
 mod net;
+#[cfg(feature = "tap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
+pub mod netns;
 #[cfg(feature = "std")]
 mod pcap;
-#[cfg(feature = "tap")]
-pub mod netns;
 pub mod sim;
 mod source;
 #[cfg(feature = "tap")]
@@ -144,6 +171,7 @@ pub use sim::{
 };
 pub use source::SmolSource;
 #[cfg(feature = "tap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub use tap::{TapDevice, TapNet, TapScheduler, TapWaiter};
 pub use wait::Wait;
 pub use wire::{Faults, Side, Watch, Wire, WireConfig, WireDevice, WireStats, WireWaiter};

@@ -169,6 +169,7 @@ impl WireNetBuilder {
     /// Use the monotonic clock and a blocking waiter instead of simulated time (tasks on other
     /// threads may then use the backends).
     #[cfg(feature = "std")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
     pub fn real_time(mut self) -> Self {
         self.real_time = true;
         self

@@ -9,10 +9,10 @@
 //! Without root, iproute2 or `/dev/net/tun` a test skips with a message; with `CI=true` (CI
 //! runs as root) that is a failure, never a silent skip.
 
+use netpoll_core::sync::{AtomicU32, Ordering};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::string::String;
-use netpoll_core::sync::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use std::{eprint, eprintln, format, panic};
 

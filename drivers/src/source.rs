@@ -2,8 +2,9 @@
 //!
 //! `poll(timeout)`:
 //!
-//! 1. drive every host once: at most `ingress_budget` frames in, egress until the sockets are
-//!    quiet (at most `egress_budget` rounds), edges of the sockets smoltcp woke;
+//! 1. drive every host once: at most `ingress_budget` frames in, then egress for the sockets
+//!    whose timers are due (at most `egress_budget` segments each), then the edges of the
+//!    sockets smoltcp woke;
 //! 2. return if that found edges, if a budget ran out (more work is waiting), or if the caller
 //!    asked not to block;
 //! 3. otherwise wait on the device for `min(timeout, smoltcp's poll_delay)`, so retransmits,

@@ -21,8 +21,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use netpoll_core::sync::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
+use netpoll_core::sync::{AtomicBool, AtomicUsize, Ordering};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -66,15 +66,18 @@ impl Shared {
     fn fail(&self, call: &'static str, e: &io::Error) {
         let mut slot = self.error.lock();
         if slot.is_none() {
-            *slot = Some(os_error(call, self.name, e));
+            let error = os_error(call, self.name, e);
+            log::warn!("TAP {}: {error}", self.name);
+            *slot = Some(error);
         }
     }
 
     /// A frame went in or out: the link is up.
     fn link_is_up(&self) {
-        // Relaxed: a status flag; nothing else is published through it.
-        if !self.link_up.load(Ordering::Relaxed) {
-            self.link_up.store(true, Ordering::Relaxed);
+        // Relaxed: a status flag; nothing else is published through it. The load keeps the
+        // per-frame cost a read; the swap makes the transition log once.
+        if !self.link_up.load(Ordering::Relaxed) && !self.link_up.swap(true, Ordering::Relaxed) {
+            log::info!("TAP {}: link up (frames flow again)", self.name);
         }
     }
 
@@ -83,6 +86,10 @@ impl Shared {
         // Relaxed: as above; the swap makes each transition count once.
         if self.link_up.swap(false, Ordering::Relaxed) {
             self.link_downs.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "TAP {}: link down (the kernel refuses frames with EIO; TCP retransmits)",
+                self.name
+            );
         }
     }
 
@@ -219,6 +226,7 @@ impl TapDevice {
             return Err(DriverError::InvalidConfig("MTU below 576"));
         }
         let event = sys::eventfd().map_err(|e| os_error("eventfd", "", &e))?;
+        log::info!("TAP {name}: opened, MTU {mtu}");
         Ok(TapDevice {
             shared: Arc::new(Shared {
                 fd,
@@ -498,6 +506,7 @@ impl Wait for TapWaiter {
                 }
                 // `tun` reports POLLERR only for a descriptor whose interface is gone.
                 if rev.tap & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                    log::warn!("TAP {}: the interface is gone", shared.name);
                     return Err(DriverError::DeviceGone {
                         interface: shared.name,
                     });

@@ -16,8 +16,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use netpoll_core::sync::{AtomicBool, Ordering};
 use core::time::Duration;
+use netpoll_core::sync::{AtomicBool, Ordering};
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 
@@ -495,6 +495,7 @@ impl WireWaiter {
 
     /// A real-time waiter that blocks the thread (use a real clock with it).
     #[cfg(feature = "std")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
     pub fn threaded(wire: &Wire, watch: Watch) -> Self {
         // Relaxed: set before this waiter exists, so before any wait it could miss a signal in.
         wire.core.signal.threaded.store(true, Ordering::Relaxed);

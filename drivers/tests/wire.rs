@@ -207,7 +207,7 @@ fn rst_gives_connection_reset() {
         let listener = TcpListener::bind(&a, "10.0.0.1:81".parse().unwrap()).unwrap();
         let (client, server) = pair(&b, &listener).await;
         let h = listener.handle().clone();
-        // A reader blocked before the reset is woken by it (C4).
+        // A reader blocked before the reset is woken by it.
         let reader = {
             let client = client.clone();
             h.spawn(async move { client.read(&mut [0u8; 8]).await })

@@ -16,16 +16,16 @@ use super::{Inner, Role};
 
 /// The dirty list smoltcp's wakers feed.
 #[derive(Default)]
-pub(crate) struct Dirty {
-    pub(crate) list: spin::Mutex<Vec<u32>>,
+pub(super) struct Dirty {
+    pub(super) list: spin::Mutex<Vec<u32>>,
 }
 
 /// The waker of one smoltcp socket: marks it dirty.
-pub(crate) struct SockWake {
-    pub(crate) index: u32,
+pub(super) struct SockWake {
+    pub(super) index: u32,
     /// Already on the dirty list (de-duplicates the rx and tx wakes of one change).
-    pub(crate) queued: AtomicBool,
-    pub(crate) dirty: Arc<Dirty>,
+    pub(super) queued: AtomicBool,
+    pub(super) dirty: Arc<Dirty>,
 }
 
 impl Wake for SockWake {
@@ -76,6 +76,7 @@ impl<D: Device> Inner<D> {
         };
         // Relaxed: under the host lock, like every wake (see `SockWake::wake_by_ref`).
         sock.wake.queued.store(false, Ordering::Relaxed);
+        let tuple = sock.tuple;
         let (role, s, waker) = sock.parts();
         // smoltcp's registrations are one-shot: re-arm both (no clone if still registered).
         s.register_recv_waker(waker);
@@ -121,6 +122,13 @@ impl<D: Device> Inner<D> {
                         }
                         *half_open_since = None;
                         stats.aborted_before_accept += 1;
+                        if let Some(t) = tuple {
+                            log::trace!(
+                                "{} -> {} reset or timed out before accept",
+                                t.local,
+                                t.remote
+                            );
+                        }
                         s.abort();
                         // Cannot fail: the socket is closed and the port is non-zero.
                         let _ = s.listen(l.endpoint);

@@ -23,7 +23,7 @@ pub(super) struct EgressPass {
 impl<D: Device> Inner<D> {
     /// Re-files socket `index` after anything may have changed it: its 4-tuple in the demux
     /// map and its next poll instant in the timer queue.
-    pub(crate) fn sync(&mut self, index: u32, ts: smoltcp::time::Instant) {
+    pub(super) fn sync(&mut self, index: u32, ts: smoltcp::time::Instant) {
         let Inner {
             iface,
             socks,
@@ -74,7 +74,7 @@ impl<D: Device> Inner<D> {
     }
 
     /// Re-files every socket an operation touched.
-    pub(crate) fn sync_touched(&mut self) {
+    pub(super) fn sync_touched(&mut self) {
         if self.touched.is_empty() {
             return;
         }

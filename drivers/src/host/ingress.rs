@@ -10,6 +10,8 @@
 //! | SYN for a 4-tuple in TIME-WAIT | the TIME-WAIT socket is reaped and the SYN treated as new (as Linux does) |
 //! | any other TCP, and everything else (ARP, NDP, ICMP) | smoltcp with no socket: it answers unknown TCP with RST, handles ARP/NDP itself |
 
+use core::net::SocketAddr;
+
 use smoltcp::iface::PollIngressSingleResult;
 use smoltcp::phy::{Device, DeviceCapabilities, PacketMeta, RxToken};
 use smoltcp::socket::tcp::State;
@@ -21,9 +23,9 @@ use crate::frame::{self, TcpInfo};
 
 /// A connection's 4-tuple, as the demux map files it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub(crate) struct Tuple {
-    pub(crate) local: IpEndpoint,
-    pub(crate) remote: IpEndpoint,
+pub(super) struct Tuple {
+    pub(super) local: IpEndpoint,
+    pub(super) remote: IpEndpoint,
 }
 
 /// Where a frame goes.
@@ -114,14 +116,14 @@ impl<D: Device> Inner<D> {
 }
 
 /// The routing state: the demux map, the listeners' ports and pools, reaped sockets.
-pub(crate) struct Router {
+pub(super) struct Router {
     /// Every socket with a 4-tuple, by tuple.
-    pub(crate) demux: alloc::collections::BTreeMap<Tuple, u32>,
+    pub(super) demux: alloc::collections::BTreeMap<Tuple, u32>,
     /// Port → the listener on it, and the listeners themselves.
-    pub(crate) ports: super::ports::Ports,
-    pub(crate) listeners: super::slab::Slab<super::Listener>,
+    pub(super) ports: super::ports::Ports,
+    pub(super) listeners: super::slab::Slab<super::Listener>,
     /// TIME-WAIT sockets a new SYN took over: removed after the frame.
-    pub(crate) reap: alloc::vec::Vec<u32>,
+    pub(super) reap: alloc::vec::Vec<u32>,
 }
 
 impl Router {
@@ -210,17 +212,31 @@ impl Router {
                 .filter(|&(since, _)| ts.total_micros() - since >= min_age)
                 .map(|(_, i)| i)
         });
+        let now = ts.total_micros();
         let Some(index) = victim else {
             // Every pool socket holds a connection that waits for accept, or a half-open one
             // young enough that its peer may still answer: drop, as Linux does with a full
             // queue; the client retransmits.
             stats.syns_dropped += 1;
+            log::trace!(
+                "SYN {} -> {} dropped: accept pool full",
+                tuple.remote,
+                tuple.local
+            );
+            l.pressure.note(Pressured::Dropped, now, l.local, len);
             return Route::Drop;
         };
+        l.pressure.note(Pressured::Evicted, now, l.local, len);
         // Evict silently (no RST: a half-open peer under a flood is usually spoofed), as
         // Linux drops the oldest request when its SYN queue overflows without cookies.
         if let Some((_, sock)) = socks.at_mut(index) {
             if let Some(old) = sock.tuple.take() {
+                log::trace!(
+                    "half-open {} -> {} evicted for a SYN from {}",
+                    old.local,
+                    old.remote,
+                    tuple.remote
+                );
                 self.demux.remove(&old);
             }
             sock.forget_neighbor();
@@ -233,6 +249,55 @@ impl Router {
         stats.half_open_evicted += 1;
         set_half_open(socks, index, ts);
         Route::Socket(index)
+    }
+}
+
+/// What a full accept pool did with a SYN.
+#[derive(Clone, Copy)]
+enum Pressured {
+    /// A half-open connection was evicted to make room for it.
+    Evicted,
+    /// It was dropped.
+    Dropped,
+}
+
+/// How often at most a listener warns that its accept pool is full: a SYN flood costs one log
+/// line a second, not one per SYN.
+const PRESSURE_WARNING_INTERVAL_MICROS: i64 = 1_000_000;
+
+/// A listener's accept-pool pressure since its last warning (`HostStats` has the totals).
+#[derive(Default)]
+pub(super) struct Pressure {
+    evicted: u64,
+    dropped: u64,
+    /// When the last warning was logged (microseconds).
+    last_warning: Option<i64>,
+}
+
+impl Pressure {
+    /// Counts one SYN a full pool of `pool` sockets handled; warns if none was logged for a
+    /// while.
+    fn note(&mut self, what: Pressured, now: i64, listener: SocketAddr, pool: usize) {
+        match what {
+            Pressured::Evicted => self.evicted += 1,
+            Pressured::Dropped => self.dropped += 1,
+        }
+        if self
+            .last_warning
+            .is_some_and(|t| now.saturating_sub(t) < PRESSURE_WARNING_INTERVAL_MICROS)
+        {
+            return;
+        }
+        log::warn!(
+            "listener {listener}: accept pool of {pool} full: {} half-open connections evicted, {} SYNs dropped since the last warning",
+            self.evicted,
+            self.dropped
+        );
+        *self = Pressure {
+            evicted: 0,
+            dropped: 0,
+            last_warning: Some(now),
+        };
     }
 }
 

@@ -11,6 +11,7 @@ mod ingress;
 mod ports;
 mod probe;
 mod slab;
+mod sockets;
 mod stream;
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -19,9 +20,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
-use netpoll_core::sync::AtomicBool;
 use core::task::Waker;
 use core::time::Duration;
+use netpoll_core::sync::AtomicBool;
 
 use netpoll_core::{Clock, Events, Key, Readiness};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -33,11 +34,13 @@ use crate::clock::{dur_to_smol, from_smol, to_smol};
 use crate::config::Config;
 use crate::error::DriverError;
 use edges::{Dirty, SockWake};
-pub(crate) use ingress::Router;
+use ingress::Router;
 use ingress::Tuple;
 use ports::Ports;
-pub(crate) use slab::{Id, Slab};
-pub(crate) use stream::{fin_probe, Stream};
+pub(crate) use slab::Id;
+use slab::Slab;
+pub(crate) use sockets::Done;
+use stream::{fin_probe, Stream};
 
 /// Counters a host keeps (statistics only; they never affect behaviour).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,7 +69,7 @@ pub struct HostStats {
 }
 
 /// What a smoltcp socket is to us.
-pub(crate) enum Role {
+enum Role {
     /// A connection the user holds (connected or accepted).
     Stream(Stream),
     /// A socket in a listener's pool, listening or holding a connection not yet accepted.
@@ -83,12 +86,12 @@ pub(crate) enum Role {
 
 /// One smoltcp socket, in a socket set of its own so that smoltcp's per-set walks (ingress
 /// demux, egress, `poll_delay`) cost O(1).
-pub(crate) struct Sock {
+struct Sock {
     set: SocketSet<'static>,
     handle: SocketHandle,
     wake: Arc<SockWake>,
     waker: Waker,
-    pub(crate) role: Role,
+    role: Role,
     /// The 4-tuple it is filed under in the demux map.
     tuple: Option<Tuple>,
     /// Its key in the timer queue: when smoltcp next wants it polled (microseconds).
@@ -103,29 +106,29 @@ pub(crate) struct Sock {
 
 impl Sock {
     /// Queues the socket for the next poll's look at its state, as a smoltcp wake would.
-    pub(crate) fn mark_dirty(&self) {
+    fn mark_dirty(&self) {
         self.waker.wake_by_ref();
     }
 
-    pub(crate) fn tcp(&self) -> &tcp::Socket<'static> {
+    fn tcp(&self) -> &tcp::Socket<'static> {
         self.set.get::<tcp::Socket<'static>>(self.handle)
     }
 
-    pub(crate) fn tcp_mut(&mut self) -> &mut tcp::Socket<'static> {
+    fn tcp_mut(&mut self) -> &mut tcp::Socket<'static> {
         self.set.get_mut::<tcp::Socket<'static>>(self.handle)
     }
 
     /// Forgets the neighbor smoltcp's egress waits for: a recycled pool socket must not wait
     /// out the silence left by a previous peer whose address never resolved. (The wait lives in
     /// the socket set's per-socket metadata, which re-adding the socket resets.)
-    pub(crate) fn forget_neighbor(&mut self) {
+    fn forget_neighbor(&mut self) {
         let socket = self.set.remove(self.handle);
         self.handle = self.set.add(socket);
         self.synack_blocked = false;
     }
 
     /// The role, the smoltcp socket and the waker, borrowed together.
-    pub(crate) fn parts(&mut self) -> (&mut Role, &mut tcp::Socket<'static>, &Waker) {
+    fn parts(&mut self) -> (&mut Role, &mut tcp::Socket<'static>, &Waker) {
         (
             &mut self.role,
             self.set.get_mut::<tcp::Socket<'static>>(self.handle),
@@ -135,38 +138,40 @@ impl Sock {
 }
 
 /// A listening socket: a pool of smoltcp sockets on one port.
-pub(crate) struct Listener {
-    pub(crate) key: Option<Key>,
-    pub(crate) armed: bool,
-    pub(crate) endpoint: IpListenEndpoint,
-    pub(crate) local: SocketAddr,
+struct Listener {
+    key: Option<Key>,
+    armed: bool,
+    endpoint: IpListenEndpoint,
+    local: SocketAddr,
     /// Slab indices of the pool sockets.
-    pub(crate) pool: Vec<u32>,
+    pool: Vec<u32>,
     /// Pool sockets that reached ESTABLISHED, oldest first (the accept queue).
-    pub(crate) ready: VecDeque<u32>,
+    ready: VecDeque<u32>,
     /// How long a pool socket may stay half-open without hearing from its peer.
-    pub(crate) half_open_timeout: smoltcp::time::Duration,
+    half_open_timeout: smoltcp::time::Duration,
     /// Smoothed time from SYN to the handshake's ACK, microseconds (an EWMA, 1/8 gain).
-    pub(crate) handshake_us: i64,
+    handshake_us: i64,
     /// Where the next search of `pool` for a free socket starts.
-    pub(crate) cursor: usize,
+    cursor: usize,
+    /// SYNs a full pool handled since the last warning.
+    pressure: ingress::Pressure,
 }
 
 impl Listener {
     /// Handshake time assumed before any handshake completed.
-    pub(crate) const INITIAL_HANDSHAKE_US: i64 = 10_000;
+    const INITIAL_HANDSHAKE_US: i64 = 10_000;
 
     /// How old a half-open connection whose SYN-ACK went out must be before a new SYN may
     /// evict it: twice the smoothed handshake time, but never before its first SYN-ACK
     /// retransmission (1 s): if only the handshake's last ACK was lost, that retransmission
     /// draws it again, and evicting earlier would reset a client that believes it is
     /// connected. (Half-open sockets whose SYN-ACK cannot leave at all are evicted at once.)
-    pub(crate) fn eviction_age(&self) -> i64 {
+    fn eviction_age(&self) -> i64 {
         (2 * self.handshake_us).clamp(1_000_000, 3_000_000)
     }
 
     /// Folds one completed handshake's duration into the estimate.
-    pub(crate) fn record_handshake(&mut self, micros: i64) {
+    fn record_handshake(&mut self, micros: i64) {
         self.handshake_us += (micros.max(0) - self.handshake_us) / 8;
     }
 }
@@ -181,31 +186,31 @@ pub(crate) struct Drive {
 }
 
 /// Everything behind the host lock.
-pub(crate) struct Inner<D: Device> {
-    pub(crate) iface: Interface,
+struct Inner<D: Device> {
+    iface: Interface,
     /// An empty socket set, for frames that belong to no socket.
     no_socket: SocketSet<'static>,
-    pub(crate) device: D,
+    device: D,
     caps: DeviceCapabilities,
     clock: Arc<dyn Clock>,
-    pub(crate) config: Config,
-    pub(crate) socks: Slab<Sock>,
-    pub(crate) router: Router,
+    config: Config,
+    socks: Slab<Sock>,
+    router: Router,
     /// (due instant in microseconds, slab index): the timer queue.
     timers: BTreeSet<(i64, u32)>,
     due_scratch: Vec<u32>,
     /// Sockets that may wait for a neighbor's link-layer address.
     stalled: Vec<u32>,
     /// Sockets a backend operation touched: re-filed before the host lock is released.
-    pub(crate) touched: Vec<u32>,
+    touched: Vec<u32>,
     dirty: Arc<Dirty>,
     dirty_scratch: Vec<u32>,
     /// Edges raised by the backend itself (shutdown), reported by the next poll.
-    pub(crate) raised: Vec<(Key, Readiness)>,
+    raised: Vec<(Key, Readiness)>,
     /// Set by an operation that queued egress or opened the window: the caller wakes the
     /// poller after unlocking (see `SmolBackend`'s module docs).
-    pub(crate) kick: bool,
-    pub(crate) stats: HostStats,
+    kick: bool,
+    stats: HostStats,
 }
 
 /// One smoltcp host. Cloning gives another handle to the same host.
@@ -338,10 +343,6 @@ impl<D: Device> Host<D> {
         f(&mut self.inner.lock().device)
     }
 
-    pub(crate) fn lock(&self) -> spin::MutexGuard<'_, Inner<D>> {
-        self.inner.lock()
-    }
-
     /// Drives the stack once: bounded ingress, egress, edges. Never blocks.
     pub(crate) fn drive(&self, events: &mut dyn Events) -> Drive {
         self.inner.lock().drive(events)
@@ -349,12 +350,12 @@ impl<D: Device> Host<D> {
 }
 
 impl<D: Device> Inner<D> {
-    pub(crate) fn now(&self) -> smoltcp::time::Instant {
+    fn now(&self) -> smoltcp::time::Instant {
         to_smol(self.clock.now())
     }
 
     /// Creates a smoltcp socket with the configured buffers and options, registers its waker.
-    pub(crate) fn add_socket(&mut self, role: Role) -> Id {
+    fn add_socket(&mut self, role: Role) -> Id {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; self.config.rx_buffer]),
             tcp::SocketBuffer::new(vec![0u8; self.config.tx_buffer]),
@@ -395,7 +396,7 @@ impl<D: Device> Inner<D> {
     }
 
     /// Adds a listening socket to listener `lid`'s pool.
-    pub(crate) fn add_pool_socket(
+    fn add_pool_socket(
         &mut self,
         lid: Id,
         endpoint: IpListenEndpoint,
@@ -418,7 +419,7 @@ impl<D: Device> Inner<D> {
 
     /// Removes a socket from the slab, the demux map and the timer queue; releases its port
     /// if it was an orphan holding one.
-    pub(crate) fn remove_socket(&mut self, id: Id) {
+    fn remove_socket(&mut self, id: Id) {
         let Some(sock) = self.socks.remove(id) else {
             return;
         };
@@ -449,7 +450,7 @@ impl<D: Device> Inner<D> {
 
     /// Turns a user's stream into an orphan that finishes its close on its own, or removes it
     /// at once if nothing is left to send.
-    pub(crate) fn orphan(&mut self, id: Id, abort: bool) {
+    fn orphan(&mut self, id: Id, abort: bool) {
         let linger = dur_to_smol(self.config.linger);
         let Some(sock) = self.socks.get_mut(id) else {
             return;
@@ -459,11 +460,19 @@ impl<D: Device> Inner<D> {
             Role::Pooled { .. } => None,
             Role::Orphan { port } => *port,
         };
-        sock.role = Role::Orphan { port };
+        let role = core::mem::replace(&mut sock.role, Role::Orphan { port });
         let s = sock.tcp_mut();
         // Unread data at close means the application lost it: reset, as Linux does
         // (RFC 2525 §2.17), rather than a FIN that would pass for a clean end.
-        if abort || s.can_recv() {
+        let reset = abort || s.can_recv();
+        if let Role::Stream(st) = &role {
+            if reset {
+                log::debug!("close with reset {}", st.tuple());
+            } else {
+                log::debug!("close {}", st.tuple());
+            }
+        }
+        if reset {
             s.abort();
         } else {
             s.close();

@@ -5,9 +5,9 @@ use alloc::collections::BTreeMap;
 use super::slab::Id;
 
 /// Which local ports are taken.
-pub(crate) struct Ports {
+pub(super) struct Ports {
     /// Port → the listener on it.
-    pub(crate) listeners: BTreeMap<u16, Id>,
+    pub(super) listeners: BTreeMap<u16, Id>,
     /// Port → number of connections holding it as their ephemeral port.
     conns: BTreeMap<u16, u32>,
     next: u16,
@@ -15,7 +15,7 @@ pub(crate) struct Ports {
 }
 
 impl Ports {
-    pub(crate) fn new(range: (u16, u16)) -> Self {
+    pub(super) fn new(range: (u16, u16)) -> Self {
         let (lo, hi) = (range.0.max(1), range.1.max(range.0.max(1)));
         Ports {
             listeners: BTreeMap::new(),
@@ -25,12 +25,12 @@ impl Ports {
         }
     }
 
-    pub(crate) fn in_use(&self, port: u16) -> bool {
+    pub(super) fn in_use(&self, port: u16) -> bool {
         self.listeners.contains_key(&port) || self.conns.contains_key(&port)
     }
 
     /// Picks and holds a free ephemeral port.
-    pub(crate) fn alloc(&mut self) -> Option<u16> {
+    pub(super) fn alloc(&mut self) -> Option<u16> {
         let (lo, hi) = self.range;
         let span = u32::from(hi - lo) + 1;
         for _ in 0..span {
@@ -45,13 +45,13 @@ impl Ports {
     }
 
     /// Picks a free ephemeral port without holding it.
-    pub(crate) fn pick(&mut self) -> Option<u16> {
+    pub(super) fn pick(&mut self) -> Option<u16> {
         let port = self.alloc()?;
         self.release(port);
         Some(port)
     }
 
-    pub(crate) fn release(&mut self, port: u16) {
+    pub(super) fn release(&mut self, port: u16) {
         if let Some(n) = self.conns.get_mut(&port) {
             *n -= 1;
             if *n == 0 {

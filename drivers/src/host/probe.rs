@@ -19,7 +19,7 @@ use super::ingress::Tuple;
 
 /// The newest valid segment from a connection's peer, reduced to what a replayed ACK needs.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerAck {
+pub(super) struct PeerAck {
     /// Ethernet (source, destination) of the peer's frames, on an Ethernet device.
     eth: Option<(EthernetAddress, EthernetAddress)>,
     /// The peer's next sequence number (its segment's sequence plus its length).
@@ -29,9 +29,9 @@ pub(crate) struct PeerAck {
     /// The peer's raw advertised window.
     window: u16,
     /// When `ack` last advanced, or the last replay (microseconds).
-    pub(crate) since: i64,
+    pub(super) since: i64,
     /// Replays since `ack` last advanced.
-    pub(crate) replays: u8,
+    pub(super) replays: u8,
     /// After a replay: the sequence number up to which data was in flight. An ACK that
     /// advances but stays below it is partial (another segment of that flight was lost too):
     /// the next replay is due at once, as NewReno retransmits on a partial ACK (RFC 6582).
@@ -43,7 +43,7 @@ const MAX_REPLAYS: u8 = 6;
 
 impl PeerAck {
     /// Records the segment in `frame` (already routed to this connection) if its checksum holds.
-    pub(crate) fn observe(slot: &mut Option<PeerAck>, frame: &[u8], medium: Medium, now: i64) {
+    pub(super) fn observe(slot: &mut Option<PeerAck>, frame: &[u8], medium: Medium, now: i64) {
         let Some(seen) = parse(frame, medium) else {
             return;
         };
@@ -69,7 +69,7 @@ impl PeerAck {
     }
 
     /// When the next replay is due, if the connection has data in flight.
-    pub(crate) fn due(&self, base: i64) -> Option<i64> {
+    pub(super) fn due(&self, base: i64) -> Option<i64> {
         if self.replays >= MAX_REPLAYS {
             return None;
         }
@@ -82,19 +82,19 @@ impl PeerAck {
     }
 
     /// The peer's advertised window in bytes, without its scale (a lower bound).
-    pub(crate) fn window_bytes(&self) -> u32 {
+    pub(super) fn window_bytes(&self) -> u32 {
         u32::from(self.window)
     }
 
     /// Notes a replay made now, with `in_flight` bytes (at most) unacknowledged.
-    pub(crate) fn replayed(&mut self, now: i64, in_flight: u32) {
+    pub(super) fn replayed(&mut self, now: i64, in_flight: u32) {
         self.replays = self.replays.saturating_add(1);
         self.since = now;
         self.recover_until = Some(self.ack.wrapping_add(in_flight));
     }
 
     /// The peer's last ACK again, as a frame for `tuple` (local = us).
-    pub(crate) fn forge(&self, tuple: &Tuple, medium: Medium) -> Option<alloc::vec::Vec<u8>> {
+    pub(super) fn forge(&self, tuple: &Tuple, medium: Medium) -> Option<alloc::vec::Vec<u8>> {
         let tcp = TcpRepr {
             src_port: tuple.remote.port,
             dst_port: tuple.local.port,

@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 /// A slab index plus generation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct Id {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
+    pub(super) index: u32,
+    pub(super) generation: u32,
 }
 
 struct Slot<T> {
@@ -16,14 +16,14 @@ struct Slot<T> {
 }
 
 /// A vector with a free list; removing bumps the slot's generation.
-pub(crate) struct Slab<T> {
+pub(super) struct Slab<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     len: usize,
 }
 
 impl<T> Slab<T> {
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
@@ -32,16 +32,16 @@ impl<T> Slab<T> {
     }
 
     /// Occupied slots.
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
     /// The index the next `insert` will use.
-    pub(crate) fn next_index(&self) -> u32 {
+    pub(super) fn next_index(&self) -> u32 {
         self.free.last().copied().unwrap_or(self.slots.len() as u32)
     }
 
-    pub(crate) fn insert(&mut self, value: T) -> Id {
+    pub(super) fn insert(&mut self, value: T) -> Id {
         self.len += 1;
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
@@ -64,7 +64,7 @@ impl<T> Slab<T> {
         }
     }
 
-    pub(crate) fn get(&self, id: Id) -> Option<&T> {
+    pub(super) fn get(&self, id: Id) -> Option<&T> {
         let slot = self.slots.get(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -72,7 +72,7 @@ impl<T> Slab<T> {
         slot.value.as_ref()
     }
 
-    pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+    pub(super) fn get_mut(&mut self, id: Id) -> Option<&mut T> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -80,11 +80,11 @@ impl<T> Slab<T> {
         slot.value.as_mut()
     }
 
-    pub(crate) fn at(&self, index: u32) -> Option<&T> {
+    pub(super) fn at(&self, index: u32) -> Option<&T> {
         self.slots.get(index as usize)?.value.as_ref()
     }
 
-    pub(crate) fn id_at(&self, index: u32) -> Option<Id> {
+    pub(super) fn id_at(&self, index: u32) -> Option<Id> {
         let slot = self.slots.get(index as usize)?;
         slot.value.as_ref().map(|_| Id {
             index,
@@ -92,13 +92,13 @@ impl<T> Slab<T> {
         })
     }
 
-    pub(crate) fn at_mut(&mut self, index: u32) -> Option<(Id, &mut T)> {
+    pub(super) fn at_mut(&mut self, index: u32) -> Option<(Id, &mut T)> {
         let slot = self.slots.get_mut(index as usize)?;
         let generation = slot.generation;
         slot.value.as_mut().map(|v| (Id { index, generation }, v))
     }
 
-    pub(crate) fn remove(&mut self, id: Id) -> Option<T> {
+    pub(super) fn remove(&mut self, id: Id) -> Option<T> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -112,7 +112,7 @@ impl<T> Slab<T> {
     }
 
     /// Every occupied slot.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().filter_map(|s| s.value.as_ref())
     }
 }

@@ -1,5 +1,6 @@
 //! A user's stream: the sticky view of its connection that the backend's error mapping reads.
 
+use core::fmt;
 use core::net::SocketAddr;
 
 use netpoll_core::Key;
@@ -7,32 +8,34 @@ use smoltcp::socket::tcp::{self, State};
 
 /// A stream's view of its connection, kept sticky across smoltcp state changes.
 #[derive(Debug, Default)]
-pub(crate) struct Stream {
-    pub(crate) key: Option<Key>,
+pub(super) struct Stream {
+    pub(super) key: Option<Key>,
     /// A read (or accept) returned `WouldBlock` and no edge was reported since.
-    pub(crate) armed_read: bool,
+    pub(super) armed_read: bool,
     /// A write (or connect) returned `WouldBlock` and no edge was reported since.
-    pub(crate) armed_write: bool,
-    pub(crate) local: Option<SocketAddr>,
-    pub(crate) peer: Option<SocketAddr>,
+    pub(super) armed_write: bool,
+    pub(super) local: Option<SocketAddr>,
+    pub(super) peer: Option<SocketAddr>,
     /// An ephemeral port this stream holds until its smoltcp socket is gone.
-    pub(crate) port: Option<u16>,
-    pub(crate) connecting: bool,
+    pub(super) port: Option<u16>,
+    pub(super) connecting: bool,
     /// The connection reached ESTABLISHED (or later) at some point.
-    pub(crate) established: bool,
+    pub(super) established: bool,
     /// The peer's FIN arrived: reads end with `Ok(0)` after the data.
-    pub(crate) fin: bool,
+    pub(super) fin: bool,
     /// The connection was reset (or timed out) after it was established.
-    pub(crate) reset: bool,
+    pub(super) reset: bool,
     /// The connect failed: RST in SYN-SENT.
-    pub(crate) refused: bool,
-    pub(crate) shut_read: bool,
-    pub(crate) shut_write: bool,
+    pub(super) refused: bool,
+    pub(super) shut_read: bool,
+    pub(super) shut_write: bool,
 }
 
 impl Stream {
-    /// Folds the socket's current state into the sticky flags.
-    pub(crate) fn observe(&mut self, s: &tcp::Socket<'_>) {
+    /// Folds the socket's current state into the sticky flags, logging each first sight of
+    /// connected, closed by the peer, reset and refused (connection events, at debug).
+    pub(super) fn observe(&mut self, s: &tcp::Socket<'_>) {
+        let before = (self.established, self.fin, self.reset, self.refused);
         match s.state() {
             State::Established | State::FinWait1 | State::FinWait2 => self.established = true,
             State::CloseWait | State::Closing | State::LastAck | State::TimeWait => {
@@ -57,10 +60,38 @@ impl Stream {
         if self.peer.is_none() {
             self.peer = s.remote_endpoint().map(SocketAddr::from);
         }
+        if before != (self.established, self.fin, self.reset, self.refused) {
+            self.log_transition(before);
+        }
+    }
+
+    /// Logs what changed since `before` (established, fin, reset, refused).
+    fn log_transition(&self, (established, fin, reset, refused): (bool, bool, bool, bool)) {
+        let tuple = self.tuple();
+        if self.established && !established && self.connecting {
+            log::debug!("connected {tuple}");
+        }
+        if self.fin && !fin {
+            log::debug!("closed by the peer (FIN) {tuple}");
+        }
+        if self.reset && !reset {
+            log::debug!("reset {tuple}");
+        }
+        if self.refused && !refused {
+            log::debug!("connection refused {tuple}");
+        }
+    }
+
+    /// The connection's 4-tuple for log messages: `local -> peer`.
+    pub(super) fn tuple(&self) -> LogTuple {
+        LogTuple {
+            local: self.local,
+            peer: self.peer,
+        }
     }
 
     /// Whether `try_read` would do anything but `WouldBlock` (it must agree with `try_read`).
-    pub(crate) fn read_ready(&self, s: &tcp::Socket<'_>) -> bool {
+    pub(super) fn read_ready(&self, s: &tcp::Socket<'_>) -> bool {
         self.shut_read
             || s.can_recv()
             || !matches!(
@@ -74,13 +105,34 @@ impl Stream {
     }
 
     /// Whether `try_write` would do anything but `WouldBlock` (it must agree with `try_write`).
-    pub(crate) fn write_ready(&self, s: &tcp::Socket<'_>) -> bool {
+    pub(super) fn write_ready(&self, s: &tcp::Socket<'_>) -> bool {
         self.shut_write
             || s.can_send()
             || !matches!(
                 s.state(),
                 State::Established | State::CloseWait | State::SynSent | State::SynReceived
             )
+    }
+}
+
+/// A connection's 4-tuple as log messages print it: `local -> peer`, `?` for an end not
+/// known yet.
+pub(super) struct LogTuple {
+    pub(super) local: Option<SocketAddr>,
+    pub(super) peer: Option<SocketAddr>,
+}
+
+impl fmt::Display for LogTuple {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.local {
+            Some(a) => write!(f, "{a}")?,
+            None => f.write_str("?")?,
+        }
+        f.write_str(" -> ")?;
+        match self.peer {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("?"),
+        }
     }
 }
 
@@ -95,7 +147,7 @@ const FIN_PROBE: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(
 /// while our FIN is outstanding the socket gets a keep-alive timer, which is only armed when
 /// the retransmit timer is idle, i.e. exactly in the stalled case; it is removed once the FIN
 /// is acknowledged.
-pub(crate) fn fin_probe(s: &mut tcp::Socket<'_>) {
+pub(super) fn fin_probe(s: &mut tcp::Socket<'_>) {
     match s.state() {
         State::FinWait1 | State::Closing | State::LastAck => {
             if s.keep_alive().is_none() {

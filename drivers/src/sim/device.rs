@@ -4,8 +4,8 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use netpoll_core::sync::{AtomicBool, Ordering};
 use core::time::Duration;
+use netpoll_core::sync::{AtomicBool, Ordering};
 
 use netpoll_core::Clock;
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};

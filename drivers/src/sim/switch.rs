@@ -334,7 +334,15 @@ impl State {
     }
 
     fn set_partitioned(&mut self, now: u64, from: usize, to: usize, on: bool) {
-        self.link(from, to).partitioned = on;
+        let was = core::mem::replace(&mut self.link(from, to).partitioned, on);
+        if was != on {
+            let state = if on {
+                "down (partitioned)"
+            } else {
+                "up (healed)"
+            };
+            log::info!("simulated link {from} -> {to} {state}");
+        }
         if !on {
             return;
         }
