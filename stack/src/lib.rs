@@ -32,6 +32,7 @@
 
 extern crate alloc;
 
+pub mod echo;
 pub mod error;
 mod fd;
 pub mod tcp;

@@ -1,0 +1,513 @@
+//! The echo server of `netpoll echo`, written once over any [`SocketBackend`] so that the
+//! command (kernel sockets or smoltcp over TAP) and the UEFI guest (smoltcp over virtio-net)
+//! run the same loop.
+//!
+//! * One task per connection. It waits in [`TcpStream::readable`], reads what is there into
+//!   a buffer of [`EchoOptions::buf_size`] bytes and writes it back; only a reply the socket
+//!   cannot take at once waits for room, in a boxed future, so an idle connection holds no
+//!   buffer.
+//! * End of stream (the peer's FIN, a half-close) ends the connection once everything read
+//!   was written back: the server closes, so the peer receives all its bytes, then EOF.
+//! * A reset or broken pipe from the peer is counted ([`EchoStats::resets`]) and logged only
+//!   with [`EchoOptions::log_resets`]; other connection errors are counted and logged unless
+//!   [`EchoOptions::quiet`]. No connection error stops the server.
+//! * At most [`EchoOptions::max_connections`] connections are served at once; one more is
+//!   reset at once, with a log line (rate limited), so memory stays bounded.
+//! * A failed `accept` (out of descriptors or buffers) backs off, 5 ms doubling to 500 ms,
+//!   and keeps serving (as Go's `net/http`).
+//!
+//! ```
+//! use netpoll_stack::echo::{EchoOptions, EchoServer};
+//! use netpoll_stack::{SocketBackend, TcpListener};
+//!
+//! async fn run<B: SocketBackend>(backend: &B) {
+//!     let listener = TcpListener::bind(backend, "127.0.0.1:9009".parse().unwrap()).unwrap();
+//!     let server = EchoServer::new(EchoOptions::default());
+//!     // Returns once the listener is closed.
+//!     server.serve(&listener).await;
+//!     let stats = server.stats();
+//!     let _ = (stats.accepted, stats.resets);
+//! }
+//! ```
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::time::Duration;
+
+use netpoll_core::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use netpoll_core::{Handle, Instant};
+
+use crate::error::{Error, ErrorKind};
+use crate::tcp::{TcpListener, TcpStream};
+use netpoll_core::backend::SocketBackend;
+
+/// Where the server's log lines go: the command writes them to stderr, the UEFI guest to the
+/// `log` facade. Each call is one line, without its newline.
+pub type LogFn = fn(fmt::Arguments<'_>);
+
+/// Reads of up to this many bytes use a buffer on the stack of the call that echoes them
+/// (no allocation per message, and an idle connection holds none); larger `buf_size`s
+/// allocate one per message.
+const STACK_BUF: usize = 4096;
+/// The stack buffer for the default `buf_size` (128), so that small messages do not clear
+/// 4 KiB each.
+const SMALL_BUF: usize = 256;
+
+/// First and longest pause of the accept loop after a failed accept (Go's `net/http` uses
+/// 5 ms doubling to 1 s). Out of descriptors, retrying at once only spins; a short cap still
+/// resumes soon after descriptors are freed.
+pub const ACCEPT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(5), Duration::from_millis(500));
+
+/// How the echo server behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoOptions {
+    /// Most bytes read (and echoed) per message. Default 128.
+    pub buf_size: usize,
+    /// Most connections served at once; past it a new connection is reset. Default: no limit
+    /// (`usize::MAX`); set it where memory is fixed (a guest without swap).
+    pub max_connections: usize,
+    /// Do not log per-connection errors (they are still counted).
+    pub quiet: bool,
+    /// Also log every connection reset by its peer (otherwise only counted).
+    pub log_resets: bool,
+    /// Keep a list of open connections, so that [`EchoServer::take_open`] can close them at
+    /// shutdown (a userspace stack's sockets are not closed by any kernel when the program
+    /// ends). Costs one list entry per connection.
+    pub track_connections: bool,
+    /// Where log lines go. Default: nowhere.
+    pub log: LogFn,
+}
+
+fn log_nowhere(_: fmt::Arguments<'_>) {}
+
+impl Default for EchoOptions {
+    fn default() -> Self {
+        EchoOptions {
+            buf_size: 128,
+            max_connections: usize::MAX,
+            quiet: false,
+            log_resets: false,
+            track_connections: false,
+            log: log_nowhere,
+        }
+    }
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoStats {
+    /// Connections accepted (including those refused for the limit).
+    pub accepted: u64,
+    /// Connections that ended with a reset or broken pipe from the peer.
+    pub resets: u64,
+    /// Connections that ended with any other error.
+    pub errors: u64,
+    /// Connections reset at once because [`EchoOptions::max_connections`] were open.
+    pub refused: u64,
+    /// `accept` calls that failed (and were retried after a pause).
+    pub accept_errors: u64,
+    /// Connections being served now.
+    pub active: usize,
+}
+
+/// At most one log line per `interval` for a repeating event; the next line printed says how
+/// many were left out.
+#[derive(Debug)]
+pub struct RateLimit {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        RateLimit {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The event happened at `now`: `Some(n)` if a line may be logged (`n` left out since
+    /// the last one), `None` if this one is left out.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(core::mem::take(&mut self.suppressed))
+    }
+}
+
+/// " (N more since the last report)", or nothing.
+struct LeftOut(u64);
+
+impl fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} more since the last report)"),
+        }
+    }
+}
+
+/// State shared by the accept loop and every connection task.
+struct Shared<B: SocketBackend> {
+    options: EchoOptions,
+    accepted: AtomicU64,
+    resets: AtomicU64,
+    errors: AtomicU64,
+    refused: AtomicU64,
+    accept_errors: AtomicU64,
+    active: AtomicUsize,
+    /// The server is closing every connection: the errors that causes are its own doing.
+    shutting_down: AtomicBool,
+    /// Open connections (with `track_connections`), and the length at which the list is next
+    /// pruned of closed ones.
+    open: spin::Mutex<(Vec<TcpStream<B>>, usize)>,
+}
+
+/// An echo server: counters, options, and (optionally) the open connections. Cloning gives
+/// another handle to the same server.
+pub struct EchoServer<B: SocketBackend> {
+    shared: Arc<Shared<B>>,
+}
+
+impl<B: SocketBackend> Clone for EchoServer<B> {
+    fn clone(&self) -> Self {
+        EchoServer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B: SocketBackend> fmt::Debug for EchoServer<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EchoServer")
+            .field("options", &self.shared.options)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Whether the connection was closed (by its task, or by shutdown).
+pub fn is_closed<B: SocketBackend>(conn: &TcpStream<B>) -> bool {
+    matches!(conn.peer_addr(), Err(e) if e.kind() == ErrorKind::Closed)
+}
+
+impl<B: SocketBackend> EchoServer<B> {
+    /// A server with `options` (a `buf_size` or `max_connections` of 0 is taken as 1).
+    pub fn new(mut options: EchoOptions) -> Self {
+        options.buf_size = options.buf_size.max(1);
+        options.max_connections = options.max_connections.max(1);
+        EchoServer {
+            shared: Arc::new(Shared {
+                options,
+                accepted: AtomicU64::new(0),
+                resets: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                accept_errors: AtomicU64::new(0),
+                active: AtomicUsize::new(0),
+                shutting_down: AtomicBool::new(false),
+                open: spin::Mutex::new((Vec::new(), 64)),
+            }),
+        }
+    }
+
+    /// The options the server runs with.
+    pub fn options(&self) -> &EchoOptions {
+        &self.shared.options
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> EchoStats {
+        let s = &*self.shared;
+        // Relaxed: statistics; nothing is published through them.
+        EchoStats {
+            accepted: s.accepted.load(Ordering::Relaxed),
+            resets: s.resets.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            accept_errors: s.accept_errors.load(Ordering::Relaxed),
+            active: s.active.load(Ordering::Relaxed),
+        }
+    }
+
+    /// From now on, connection errors are neither logged nor counted: the caller is closing
+    /// the connections itself.
+    pub fn begin_shutdown(&self) {
+        // Relaxed: a flag that only silences logging.
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// The connections not closed yet, leaving the list empty (empty unless
+    /// [`EchoOptions::track_connections`]).
+    pub fn take_open(&self) -> Vec<TcpStream<B>> {
+        let mut conns = core::mem::take(&mut self.shared.open.lock().0);
+        conns.retain(|c| !is_closed(c));
+        conns
+    }
+
+    /// Accepts connections and spawns a task echoing each, until the listener is closed.
+    pub async fn serve(&self, listener: &TcpListener<B>) {
+        let handle = listener.handle().clone();
+        let s = &*self.shared;
+        let mut backoff = Duration::ZERO;
+        let mut accept_limit = RateLimit::new(Duration::from_secs(1));
+        let mut refuse_limit = RateLimit::new(Duration::from_secs(1));
+        loop {
+            match listener.accept().await {
+                Ok((conn, peer)) => {
+                    backoff = Duration::ZERO;
+                    // Relaxed: statistics, and a bound checked by this loop alone (the tasks
+                    // only decrement it).
+                    s.accepted.fetch_add(1, Ordering::Relaxed);
+                    if s.active.load(Ordering::Relaxed) >= s.options.max_connections {
+                        s.refused.fetch_add(1, Ordering::Relaxed);
+                        if let Some(left_out) = refuse_limit.allow(handle.now()) {
+                            (s.options.log)(format_args!(
+                                "netpoll echo: {} connections open (the limit): refusing {peer} \
+                                 with a reset{}",
+                                s.options.max_connections,
+                                LeftOut(left_out)
+                            ));
+                        }
+                        let _ = conn.abort().await;
+                        continue;
+                    }
+                    s.active.fetch_add(1, Ordering::Relaxed);
+                    if s.options.track_connections {
+                        self.track(conn.clone());
+                    }
+                    handle.spawn(echo_conn(self.shared.clone(), conn));
+                }
+                Err(e) if e.kind() == ErrorKind::Closed => return,
+                Err(e) => {
+                    s.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+                    if let Some(left_out) = accept_limit.allow(handle.now()) {
+                        (s.options.log)(format_args!(
+                            "netpoll echo: {e}; retrying in {backoff:?}{}",
+                            LeftOut(left_out)
+                        ));
+                    }
+                    handle.sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    fn track(&self, conn: TcpStream<B>) {
+        let mut guard = self.shared.open.lock();
+        let (conns, prune_at) = &mut *guard;
+        if conns.len() >= *prune_at {
+            conns.retain(|c| !is_closed(c));
+            *prune_at = (conns.len() * 2).max(64);
+        }
+        conns.push(conn);
+    }
+}
+
+/// Ends every connection of `server` that is still open, for a program about to stop: a FIN
+/// to each (clients read EOF), then a reset for those still open after `grace`. Returns
+/// (connections closed, of which reset). Needs [`EchoOptions::track_connections`].
+pub async fn close_all<B: SocketBackend>(
+    server: &EchoServer<B>,
+    handle: &Handle,
+    grace: Duration,
+) -> (usize, usize) {
+    server.begin_shutdown();
+    let conns = server.take_open();
+    for c in &conns {
+        let _ = c.shutdown_write();
+    }
+    // Clients that close on EOF end their connection's task.
+    wait_until(handle, grace, || conns.iter().all(is_closed)).await;
+    let mut reset = 0;
+    for c in &conns {
+        if !is_closed(c) && c.abort().await.is_ok() {
+            reset += 1;
+        }
+    }
+    (conns.len(), reset)
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passed; returns whether it held.
+pub async fn wait_until(handle: &Handle, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = handle.now() + limit;
+    while !done() {
+        if handle.now() >= deadline {
+            return false;
+        }
+        handle.sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// Decrements the active count when a connection's task ends, however it ends.
+struct Active<B: SocketBackend>(Arc<Shared<B>>);
+
+impl<B: SocketBackend> Drop for Active<B> {
+    fn drop(&mut self) {
+        // Relaxed: see `serve`.
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts (and maybe logs) a connection's error, naming its peer if the socket still knows it
+/// (after a reset it may not).
+fn report<B: SocketBackend>(s: &Shared<B>, conn: &TcpStream<B>, e: Error) {
+    // Relaxed: statistics and a flag that only silences logging.
+    if s.shutting_down.load(Ordering::Relaxed) {
+        return;
+    }
+    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) {
+        s.resets.fetch_add(1, Ordering::Relaxed);
+        if !s.options.log_resets {
+            return;
+        }
+    } else {
+        s.errors.fetch_add(1, Ordering::Relaxed);
+        if s.options.quiet {
+            return;
+        }
+    }
+    match conn.peer_addr() {
+        Ok(peer) => (s.options.log)(format_args!("netpoll echo: {peer}: {e}")),
+        Err(_) => (s.options.log)(format_args!("netpoll echo: {e}")),
+    }
+}
+
+/// Echoes one connection until it ends, then closes it.
+///
+/// A plain `fn` returning an `async move` block, not an `async fn`: an `async fn` keeps a
+/// second copy of its arguments in the future (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)] // Deliberate, see above.
+fn echo_conn<B: SocketBackend>(
+    shared: Arc<Shared<B>>,
+    conn: TcpStream<B>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let active = Active(shared);
+        let s = &*active.0;
+        loop {
+            let rest = match conn
+                .readable()
+                .await
+                .and_then(|()| echo_now(&conn, s.options.buf_size))
+            {
+                Ok(Echo::Done) => continue,
+                Ok(Echo::End) => break,
+                Ok(Echo::Rest(rest)) => rest,
+                Err(e) => {
+                    report(s, &conn, e);
+                    break;
+                }
+            };
+            if let Err(e) = rest.await {
+                report(s, &conn, e);
+                break;
+            }
+        }
+        // Boxed: it runs once, at the end.
+        let _ = Box::pin(conn.close()).await;
+    }
+}
+
+/// The reply bytes a socket did not take at once.
+type Rest<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// What `echo_now` did.
+enum Echo<'a> {
+    /// Echoed everything read (or nothing was there after all: the wake-up was a hint).
+    Done,
+    /// The peer closed its side.
+    End,
+    /// The socket took only part of the reply: the rest must wait for room.
+    Rest(Rest<'a>),
+}
+
+/// Reads what is there and writes it back, without waiting. A plain function: the buffer
+/// lives only in this call (or in the boxed rest).
+fn echo_now<B: SocketBackend>(conn: &TcpStream<B>, buf_size: usize) -> Result<Echo<'_>, Error> {
+    if buf_size <= SMALL_BUF {
+        echo_on_stack::<B, SMALL_BUF>(conn, buf_size)
+    } else if buf_size <= STACK_BUF {
+        echo_on_stack::<B, STACK_BUF>(conn, buf_size)
+    } else {
+        let mut buf = vec![0u8; buf_size];
+        match echo_step(conn, &mut buf)? {
+            Step::Done => Ok(Echo::Done),
+            Step::End => Ok(Echo::End),
+            Step::Partial { sent, read } => {
+                // The rest keeps the buffer rather than copying out of it.
+                buf.truncate(read);
+                buf.drain(..sent);
+                Ok(Echo::Rest(Box::pin(
+                    async move { conn.write_all(&buf).await },
+                )))
+            }
+        }
+    }
+}
+
+/// [`echo_now`] with a buffer of `N` bytes on the stack, of which `buf_size` are used.
+fn echo_on_stack<B: SocketBackend, const N: usize>(
+    conn: &TcpStream<B>,
+    buf_size: usize,
+) -> Result<Echo<'_>, Error> {
+    let mut buf = [0u8; N];
+    match echo_step(conn, &mut buf[..buf_size])? {
+        Step::Done => Ok(Echo::Done),
+        Step::End => Ok(Echo::End),
+        Step::Partial { sent, read } => {
+            let rest = buf[sent..read].to_vec();
+            Ok(Echo::Rest(Box::pin(
+                async move { conn.write_all(&rest).await },
+            )))
+        }
+    }
+}
+
+/// What one read and one write did.
+enum Step {
+    /// Echoed everything read, or nothing was there.
+    Done,
+    /// End of stream.
+    End,
+    /// Read `read` bytes, of which the socket took the first `sent`.
+    Partial { sent: usize, read: usize },
+}
+
+/// One read into `buf` and one write of what it read.
+fn echo_step<B: SocketBackend>(conn: &TcpStream<B>, buf: &mut [u8]) -> Result<Step, Error> {
+    let read = match conn.try_read(buf) {
+        Ok(0) => return Ok(Step::End),
+        Ok(n) => n,
+        // A hint, or another task reads this connection too.
+        Err(e) if e.is_would_block() => return Ok(Step::Done),
+        Err(e) => return Err(e),
+    };
+    let sent = match conn.try_write(&buf[..read]) {
+        Ok(sent) => sent,
+        Err(e) if e.is_would_block() => 0,
+        Err(e) => return Err(e),
+    };
+    if sent == read {
+        Ok(Step::Done)
+    } else {
+        Ok(Step::Partial { sent, read })
+    }
+}
