@@ -1,16 +1,27 @@
 //! The engine's `log` events, captured by a logger of the test's own: a connection's listen,
-//! connect, accept and close show up at debug with their 4-tuple, and bulk data adds no
-//! record at debug or above (nothing is logged per frame there).
+//! connect, accept and close show up at debug with their 4-tuple, bulk data adds no record at
+//! debug or above (nothing is logged per frame there), and a SYN flood against a full accept
+//! pool warns about once a second, not once per SYN.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::sync::Once;
+use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use netpoll_drivers::WireNet;
+use netpoll_drivers::smoltcp::wire::Ipv4Address;
+use netpoll_drivers::{Side, WireNet};
 use netpoll_stack::{TcpListener, TcpStream};
 
-/// Every record at or above the level set with `log::set_max_level`.
-struct Capture {
-    records: Mutex<Vec<(Level, String)>>,
+mod support;
+
+use support::spoofed_syn;
+
+/// Keeps each thread's records of this crate: every test runs its scheduler on its own thread,
+/// so tests running in parallel do not see each other's connections.
+struct Capture;
+
+thread_local! {
+    static RECORDS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Log for Capture {
@@ -21,27 +32,33 @@ impl Log for Capture {
     fn log(&self, record: &Record<'_>) {
         if record.target().starts_with("netpoll_drivers") {
             let line = record.args().to_string();
-            self.records
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((record.level(), line));
+            RECORDS.with(|r| r.borrow_mut().push((record.level(), line)));
         }
     }
 
     fn flush(&self) {}
 }
 
-static CAPTURE: Capture = Capture {
-    records: Mutex::new(Vec::new()),
-};
+/// Installs the capturing logger once per test binary, at every level.
+fn capture() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("the only logger of this test binary");
+        log::set_max_level(LevelFilter::Trace);
+    });
+}
+
+/// This thread's records so far.
+fn records() -> Vec<(Level, String)> {
+    RECORDS.with(|r| r.borrow().clone())
+}
 
 /// Bytes the client sends; far more than one frame's worth.
 const BULK: usize = 256 * 1024;
 
 #[test]
 fn connection_events_are_logged_once_each_with_their_4_tuple() {
-    log::set_logger(&CAPTURE).expect("the only logger of this test binary");
-    log::set_max_level(LevelFilter::Trace);
+    capture();
 
     let mut net = WireNet::new();
     let (a, b) = (net.a.clone(), net.b.clone());
@@ -74,11 +91,7 @@ fn connection_events_are_logged_once_each_with_their_4_tuple() {
         client_addr
     });
 
-    let records = CAPTURE
-        .records
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let records = records();
     let debug: Vec<&str> = records
         .iter()
         .filter(|(level, _)| *level == Level::Debug)
@@ -101,4 +114,57 @@ fn connection_events_are_logged_once_each_with_their_4_tuple() {
     // 256 KiB is about 180 full frames: none of them may add a record at debug or above.
     let loud = records.iter().filter(|(l, _)| *l <= Level::Debug).count();
     assert_eq!(loud, 9, "records at debug or above: {records:#?}");
+}
+
+/// 3,000 SYNs from on-link addresses that never answer, spread over 3 s, against a pool of 16:
+/// the pool stays full the whole time, so every SYN evicts a half-open connection or is
+/// dropped, yet the listener warns about once a second, with counts that add up.
+#[test]
+fn a_syn_flood_warns_once_a_second_not_per_syn() {
+    capture();
+    let mut net = WireNet::new();
+    let a = net.a.clone();
+    let host_a = a.host().clone();
+    let addr = net.addr_a(80);
+    let wire = net.wire.clone();
+    let h = net.scheduler.handle().clone();
+    net.scheduler.block_on(async move {
+        let listener = TcpListener::bind_with_backlog(&a, addr, 16).expect("listen");
+        for batch in 0..30u16 {
+            for i in 0..100u16 {
+                let n = batch * 100 + i;
+                let src = Ipv4Address::new(10, 0, 0, 100 + (n % 100) as u8);
+                wire.inject(Side::A, spoofed_syn(src, 10_000 + n, 80, i32::from(n)));
+            }
+            h.sleep(Duration::from_millis(100)).await;
+        }
+        listener.close().await.expect("close");
+    });
+    let stats = host_a.stats();
+    let pressured = stats.half_open_evicted + stats.syns_dropped;
+    assert!(pressured > 2_900, "the pool was full throughout: {stats:?}");
+    let warnings: Vec<String> = records()
+        .into_iter()
+        .filter(|(level, line)| *level == Level::Warn && line.contains("accept pool of 16 full"))
+        .map(|(_, line)| line)
+        .collect();
+    assert!(
+        (2..=4).contains(&warnings.len()),
+        "about one warning a second over 3 s: {warnings:#?}"
+    );
+    // "...: E half-open connections evicted, D SYNs dropped since the last warning"
+    let counted: u64 = warnings
+        .iter()
+        .map(|w| {
+            let numbers: Vec<u64> = w
+                .split(' ')
+                .filter_map(|word| word.trim_end_matches(',').parse().ok())
+                .collect();
+            numbers[numbers.len() - 2] + numbers[numbers.len() - 1]
+        })
+        .sum();
+    assert!(
+        counted >= warnings.len() as u64 && counted <= pressured,
+        "warnings counted {counted} of {pressured}: {warnings:#?}"
+    );
 }
