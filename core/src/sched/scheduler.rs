@@ -108,8 +108,15 @@ impl<S: ReadinessSource> Scheduler<S> {
 
     /// Re-arms the workers after a previous `block_on` stopped them. Call before starting the
     /// worker threads of a new `block_on`.
+    ///
+    /// A source error that a worker recorded and no `block_on` has returned yet (the worker
+    /// failed before worker 0 entered `block_on`) keeps the workers stopped, so that the next
+    /// `block_on` returns it instead of running without that worker.
     pub fn prepare_workers(&self) {
         let shared = self.core.shared();
+        if self.core.failure.lock().is_some() {
+            return;
+        }
         // Release: pairs with the Acquire loads in the worker loop.
         shared.shutdown.store(false, Ordering::Release);
         shared.failed.store(false, Ordering::Release);
