@@ -92,7 +92,7 @@ impl IoHandle {
     /// report through [`ReadinessSource::poll`](crate::source::ReadinessSource::poll); this is
     /// for sources driven in-line.
     pub fn ready(&self, key: Key, readiness: Readiness) {
-        self.shared.counters_here().count_events(1);
+        self.shared.counters_here().count_inline_event();
         self.shared
             .pds
             .ready(key, readiness)

@@ -1,9 +1,12 @@
 //! Runtime metrics: a [`Metrics`] snapshot, read from per-worker counters (Go: the numbers
 //! `GODEBUG=schedtrace` prints).
 //!
-//! Every counter is written with a Relaxed add to the counters of the worker whose thread does
-//! the work (threads that are not workers share one extra set), each set on its own cache
-//! line, so counting never makes workers contend; a snapshot sums them. The sums are not one
+//! Every count goes to the counters of the worker whose thread does the work (threads that are
+//! not workers share one extra set), each set on its own cache line, so counting never makes
+//! workers contend; a snapshot sums them. What only the worker loop counts (polls, steals,
+//! parks, source polls and their events) has one writer, its worker's thread, and is a plain
+//! Relaxed load and store; spawns, unfinished drops and in-line events may come from any
+//! thread and use a Relaxed add. The sums are not one
 //! atomic picture: while tasks run, `tasks_alive` may be off by the tasks that started or
 //! finished during the read. On a quiescent scheduler they are exact.
 
@@ -89,19 +92,35 @@ impl fmt::Display for Metrics {
 /// never share a cache line (two lines: the adjacent-line prefetcher pairs them).
 #[repr(align(128))]
 pub(super) struct Counters {
+    // Written by any thread (`bump`).
     spawned: AtomicU64,
-    /// Tasks that completed or were dropped unfinished.
-    retired: AtomicU64,
+    /// Tasks dropped before they completed.
+    dropped_unfinished: AtomicU64,
+    /// Events delivered through `IoHandle::ready`.
+    events_inline: AtomicU64,
+    // Written only by this worker's thread (`bump_owned`).
+    completed: AtomicU64,
     polls: AtomicU64,
     steals: AtomicU64,
     parks: AtomicU64,
     source_waits: AtomicU64,
-    events: AtomicU64,
+    /// Events returned by this worker's polls of the source.
+    events_polled: AtomicU64,
 }
 
-/// Adds `n` to a counter. Relaxed: a statistic, ordered with nothing; a snapshot only sums.
+/// Adds `n` to a counter any thread may write. Relaxed: a statistic, ordered with nothing; a
+/// snapshot only sums.
 fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter that only the calling worker's thread writes: a load and a store, no
+/// locked read-modify-write on the hot path. Relaxed: as [`bump`].
+fn bump_owned(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// Reads a counter. Relaxed: as [`bump`].
@@ -113,41 +132,54 @@ impl Counters {
     pub(super) fn new() -> Self {
         Counters {
             spawned: AtomicU64::new(0),
-            retired: AtomicU64::new(0),
+            dropped_unfinished: AtomicU64::new(0),
+            events_inline: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
             polls: AtomicU64::new(0),
             steals: AtomicU64::new(0),
             parks: AtomicU64::new(0),
             source_waits: AtomicU64::new(0),
-            events: AtomicU64::new(0),
+            events_polled: AtomicU64::new(0),
         }
     }
+
+    // Any thread, through `Shared::counters_here`.
 
     pub(super) fn count_spawn(&self) {
         bump(&self.spawned, 1);
     }
 
-    pub(super) fn count_retired(&self) {
-        bump(&self.retired, 1);
+    pub(super) fn count_dropped_unfinished(&self) {
+        bump(&self.dropped_unfinished, 1);
     }
 
-    pub(super) fn count_poll(&self) {
-        bump(&self.polls, 1);
+    pub(super) fn count_inline_event(&self) {
+        bump(&self.events_inline, 1);
+    }
+
+    // Only the worker loop of this set's worker, on its thread.
+
+    pub(super) fn count_poll(&self, completed: bool) {
+        bump_owned(&self.polls, 1);
+        if completed {
+            bump_owned(&self.completed, 1);
+        }
     }
 
     pub(super) fn count_steal(&self) {
-        bump(&self.steals, 1);
+        bump_owned(&self.steals, 1);
     }
 
     pub(super) fn count_park(&self) {
-        bump(&self.parks, 1);
+        bump_owned(&self.parks, 1);
     }
 
     pub(super) fn count_source_wait(&self) {
-        bump(&self.source_waits, 1);
+        bump_owned(&self.source_waits, 1);
     }
 
-    pub(super) fn count_events(&self, n: usize) {
-        bump(&self.events, n as u64);
+    pub(super) fn count_polled_events(&self, n: usize) {
+        bump_owned(&self.events_polled, n as u64);
     }
 }
 
@@ -177,12 +209,12 @@ impl Shared {
         let (mut spawned, mut retired) = (0, 0);
         for c in &self.counters {
             spawned += read(&c.spawned);
-            retired += read(&c.retired);
+            retired += read(&c.completed) + read(&c.dropped_unfinished);
             m.polls += read(&c.polls);
             m.steals += read(&c.steals);
             m.parks += read(&c.parks);
             m.readiness_waits += read(&c.source_waits);
-            m.events_delivered += read(&c.events);
+            m.events_delivered += read(&c.events_polled) + read(&c.events_inline);
         }
         m.tasks_spawned = spawned;
         // The sums are not taken at one instant; never report a negative count.

@@ -213,7 +213,7 @@ impl<F: Future> Drop for Task<F> {
         // Relaxed: the last reference is ours; the state no longer changes.
         if self.state.load(Ordering::Relaxed) != COMPLETE {
             if let Some(shared) = self.shared.upgrade() {
-                shared.counters_here().count_retired();
+                shared.counters_here().count_dropped_unfinished();
             }
         }
     }

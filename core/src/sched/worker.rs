@@ -113,7 +113,8 @@ impl<S: ReadinessSource> Scheduler<S> {
 
 impl<S: ReadinessSource + Send + Sync + 'static> Scheduler<S> {
     /// Worker `id` (1 ≤ id < [`Scheduler::workers`]), to run on its own thread with
-    /// [`Worker::run`] while some thread is in [`Scheduler::block_on`].
+    /// [`Worker::run`] while some thread is in [`Scheduler::block_on`]. One thread at a time
+    /// runs a given worker (its queue, state and counters assume it).
     ///
     /// # Panics
     /// If `id` is 0 or out of range.
@@ -348,11 +349,8 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             let counters = &self.shared().counters[self.id];
             match task.run(self.id) {
                 Ran::Skipped => {}
-                Ran::Polled => counters.count_poll(),
-                Ran::Completed => {
-                    counters.count_poll();
-                    counters.count_retired();
-                }
+                Ran::Polled => counters.count_poll(false),
+                Ran::Completed => counters.count_poll(true),
             }
             ran += 1;
             // Relaxed: only a hint to give the main future its turn sooner; the swap at the top
@@ -451,7 +449,7 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
     /// Wakes the tasks of the events just polled.
     fn dispatch(&self) {
         let shared = self.shared();
-        shared.counters[self.id].count_events(self.events.len());
+        shared.counters[self.id].count_polled_events(self.events.len());
         for &(key, readiness) in &self.events {
             shared.pds.ready(key, readiness).wake(&shared.waiters);
         }
