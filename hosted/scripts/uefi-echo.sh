@@ -84,7 +84,7 @@ until grep -q "netpoll echo: listening on" "$SERIAL"; do
   sleep 0.2
 done
 BOOT_MS=$(( ($(date +%s%N) - START) / 1000000 ))
-grep -a "netpoll echo: listening on" "$SERIAL" | sed 's/^.*: netpoll/guest: netpoll/'
+echo "guest: $(tr -d '\r\033' < "$SERIAL" | grep -ao "netpoll echo: listening on.*")"
 echo "boot to listening: $BOOT_MS ms (QEMU start to the guest's line, TCG)"
 
 # 5. Check it from the kernel's TCP stack in the namespace.

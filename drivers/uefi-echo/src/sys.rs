@@ -7,7 +7,7 @@ use core::time::Duration;
 
 use netpoll_drivers::virtio::{BufferDirection, Hal, PhysAddr};
 use uefi::boot::{self, AllocateType, EventType, MemoryType, TimerTrigger, Tpl};
-use uefi::Event;
+use uefi::{Event, Status, StatusExt};
 
 /// Size of a page as `Hal::dma_alloc` counts them.
 const PAGE: usize = 4096;
@@ -88,4 +88,45 @@ impl TimerEvent {
             .map_err(|e| e.to_err_without_payload())?;
         Ok(())
     }
+}
+
+/// The firmware's timer tick (`EFI_TIMER_ARCH_PROTOCOL`, a PI protocol every EDK2 firmware
+/// has): `WaitForEvent` wakes only on ticks, so the tick bounds how late an idle guest
+/// notices a frame.
+#[repr(C)]
+#[uefi::proto::unsafe_protocol("26baccb3-6f42-11d4-bce7-0080c73c8881")]
+struct TimerArch {
+    register_handler: usize,
+    set_timer_period: unsafe extern "efiapi" fn(this: *const TimerArch, period: u64) -> Status,
+    get_timer_period: unsafe extern "efiapi" fn(this: *const TimerArch, period: *mut u64) -> Status,
+    generate_soft_interrupt: usize,
+}
+
+/// Sets the firmware's timer tick to `tick` (at least 100 ns); returns the tick it had.
+pub fn set_timer_tick(tick: Duration) -> uefi::Result<Duration> {
+    let handle = boot::get_handle_for_protocol::<TimerArch>()?;
+    // SAFETY: the timer protocol is installed for the firmware's lifetime and never
+    // reinstalled; this program is its only caller while it runs (one CPU, one thread).
+    let timer = unsafe {
+        boot::open_protocol::<TimerArch>(
+            boot::OpenProtocolParams {
+                handle,
+                agent: boot::image_handle(),
+                controller: None,
+            },
+            boot::OpenProtocolAttributes::GetProtocol,
+        )?
+    };
+    let this: *const TimerArch = &*timer;
+    let mut old = 0u64;
+    // SAFETY: `this` is the protocol instance the firmware handed out; both functions take it
+    // and a plain value or out-pointer, as the PI specification defines them.
+    unsafe {
+        (timer.get_timer_period)(this, &mut old).to_result()?;
+        let units = u64::try_from(tick.as_nanos() / 100)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        (timer.set_timer_period)(this, units).to_result()?;
+    }
+    Ok(Duration::from_nanos(old.saturating_mul(100)))
 }
