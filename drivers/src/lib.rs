@@ -10,7 +10,8 @@
 //! * [`SmolBackend`] is a `netpoll_core::SocketBackend`: the non-blocking socket operations
 //!   that `netpoll_stack::{TcpListener, TcpStream}` loop over, so deadlines, close-while-blocked
 //!   and the error shapes are exactly those of the kernel backend. `listen(backlog)` is a real
-//!   bounded accept queue (a pool of smoltcp sockets; SYNs past it are dropped, not reset).
+//!   bounded accept queue (a pool of smoltcp sockets; a SYN that finds it full evicts a
+//!   half-open connection or is dropped, never reset).
 //!
 //! Both work over any `smoltcp::phy::Device`. What differs between devices is only how the
 //! poller *waits* for ingress, the small [`Wait`] trait. Three devices ship here:
