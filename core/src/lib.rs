@@ -4,7 +4,11 @@
 //! poll descriptor state machine ([`poll_desc`]), the readiness-source contract every backend
 //! implements ([`source`]), and a task scheduler whose idle loop blocks in that source
 //! ([`sched`]). It has no OS code and reads no clock: time comes in through [`time::Clock`],
-//! I/O readiness through [`source::ReadinessSource`]. It builds for `x86_64-unknown-none`.
+//! I/O readiness through [`source::ReadinessSource`]. It builds for `x86_64-unknown-none`,
+//! `aarch64-unknown-none` and 32-bit microcontrollers (`thumbv7em-none-eabihf`,
+//! `riscv32imac-unknown-none-elf`). Where the target has no 64-bit atomics, the final binary
+//! must link a `critical-section` implementation (on a single-core Cortex-M, `cortex-m`'s
+//! `critical-section-single-core` feature): see [`sync`] and `docs/porting.md`.
 //!
 //! It does not do I/O. Sockets, their syscalls or their userspace stack live in backends
 //! (`netpoll-hosted`, `netpoll-drivers`), which implement the [`backend::SocketBackend`]

@@ -1,7 +1,7 @@
 //! A counting global allocator: the heap the test process has live now and at its peak.
 
+use netpoll_core::sync::{AtomicUsize, Ordering};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `System`, counting the bytes requested and not yet freed.
 pub struct CountingAlloc {
