@@ -13,9 +13,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
-use netpoll_core::sync::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use core::task::Context;
 use core::task::{Poll, Waker};
+use netpoll_core::sync::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use netpoll_core::{Direction, PollDesc};
 

@@ -21,8 +21,8 @@ use core::fmt;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
-use netpoll_core::sync::Ordering;
 use core::task::{Context, Poll};
+use netpoll_core::sync::Ordering;
 
 use netpoll_core::sched::ReadinessWait;
 use netpoll_core::{Direction, Handle, Instant, PollError};
