@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU16, Ordering};
 use std::sync::Arc;
 
@@ -42,11 +42,11 @@ fn try_error(e: io::Error) -> TryError {
     }
 }
 
-/// A kernel socket descriptor. Released only by [`SocketBackend::close`]; dropping it does
-/// not close the descriptor (the stack calls `close` exactly once).
+/// A kernel socket descriptor, owned: [`SocketBackend::close`] closes it (the stack calls it
+/// exactly once), and dropping a socket that was never closed closes it too.
 #[derive(Debug)]
 pub struct KernelSocket {
-    fd: RawFd,
+    fd: sock::SocketFd,
     /// One byte read ahead by `try_read_drained` (`STASHED | byte`), delivered first next time.
     stash: AtomicU16,
     /// An error the kernel reported while a stashed byte was being delivered: the next read's.
@@ -57,9 +57,9 @@ pub struct KernelSocket {
 const STASHED: u16 = 0x100;
 
 impl KernelSocket {
-    fn new(fd: RawFd) -> Self {
+    fn new(fd: OwnedFd) -> Self {
         KernelSocket {
-            fd,
+            fd: sock::SocketFd::new(fd),
             stash: AtomicU16::new(0),
             pending_errno: AtomicI32::new(0),
         }
@@ -67,9 +67,9 @@ impl KernelSocket {
 }
 
 impl KernelSocket {
-    /// The raw descriptor (valid until the stack closes the socket).
+    /// The raw descriptor (valid until the stack closes the socket; -1 after).
     pub fn as_raw_fd(&self) -> RawFd {
-        self.fd
+        self.fd.raw()
     }
 }
 
@@ -91,12 +91,6 @@ impl KernelBackend {
         KernelBackend {
             shared: Arc::new(KernelShared { poller, handle }),
         }
-    }
-
-    /// Closes `fd` after a failed setup step, returning the step's error.
-    fn fail(fd: RawFd, e: io::Error) -> ErrorKind {
-        sock::close(fd);
-        error_kind(&e)
     }
 }
 
@@ -150,7 +144,7 @@ impl SocketBackend for KernelBackend {
         }
         let mut spare = [0u8; 1];
         let want = buf.len() - off;
-        match no_eintr(|| sock::read_vectored(socket.fd, &mut buf[off..], &mut spare)) {
+        match no_eintr(|| sock::read_vectored(socket.fd.raw(), &mut buf[off..], &mut spare)) {
             Ok(n) if n > want => {
                 socket
                     .stash
@@ -182,25 +176,27 @@ impl SocketBackend for KernelBackend {
     }
 
     fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<KernelSocket, ErrorKind> {
+        // A failed step drops `fd`, which closes it.
         let fd = sock::tcp_socket(&addr).map_err(|e| error_kind(&e))?;
+        let raw = fd.as_raw_fd();
         // Go sets SO_REUSEADDR on listeners so listen-close-listen works.
-        sock::set_reuseaddr(fd).map_err(|e| Self::fail(fd, e))?;
-        sock::bind(fd, &addr).map_err(|e| Self::fail(fd, e))?;
-        sock::listen(fd, backlog).map_err(|e| Self::fail(fd, e))?;
+        sock::set_reuseaddr(raw).map_err(|e| error_kind(&e))?;
+        sock::bind(raw, &addr).map_err(|e| error_kind(&e))?;
+        sock::listen(raw, backlog).map_err(|e| error_kind(&e))?;
         Ok(KernelSocket::new(fd))
     }
 
     fn stream(&self, remote: SocketAddr) -> Result<KernelSocket, ErrorKind> {
         let fd = sock::tcp_socket(&remote).map_err(|e| error_kind(&e))?;
-        // TCP_NODELAY on by default, as Go.
-        sock::set_nodelay(fd, true).map_err(|e| Self::fail(fd, e))?;
+        // TCP_NODELAY on by default, as Go (on failure, dropping `fd` closes it).
+        sock::set_nodelay(fd.as_raw_fd(), true).map_err(|e| error_kind(&e))?;
         Ok(KernelSocket::new(fd))
     }
 
     fn register(&self, socket: &KernelSocket, key: Key) -> Result<(), ErrorKind> {
         self.shared
             .poller
-            .register(socket.fd, key)
+            .register(socket.fd.raw(), key)
             .map_err(|e| error_kind(&e))
     }
 
@@ -214,14 +210,14 @@ impl SocketBackend for KernelBackend {
     fn deregister(&self, socket: &KernelSocket) {
         // ENOENT/EBADF would mean a bookkeeping bug; the close that follows releases the fd
         // from epoll anyway, so nothing leaks.
-        let _ = self.shared.poller.deregister(socket.fd);
+        let _ = self.shared.poller.deregister(socket.fd.raw());
     }
 
     fn try_accept(&self, listener: &KernelSocket) -> Result<(KernelSocket, SocketAddr), TryError> {
-        let (fd, peer) = no_eintr(|| sock::accept(listener.fd)).map_err(try_error)?;
-        if let Err(e) = sock::set_nodelay(fd, true) {
-            // A connection reset in the queue can fail here; skip it like ECONNABORTED.
-            sock::close(fd);
+        let (fd, peer) = no_eintr(|| sock::accept(listener.fd.raw())).map_err(try_error)?;
+        if let Err(e) = sock::set_nodelay(fd.as_raw_fd(), true) {
+            // A connection reset in the queue can fail here; skip it like ECONNABORTED
+            // (returning drops `fd`, which closes it).
             return Err(match error_kind(&e) {
                 ErrorKind::InvalidInput | ErrorKind::ConnectionReset => {
                     TryError::Failed(ErrorKind::ConnectionAborted)
@@ -233,7 +229,7 @@ impl SocketBackend for KernelBackend {
     }
 
     fn start_connect(&self, socket: &KernelSocket, addr: SocketAddr) -> Result<(), TryError> {
-        match sock::connect(socket.fd, &addr) {
+        match sock::connect(socket.fd.raw(), &addr) {
             Ok(()) => Ok(()),
             // EINTR: the connect goes on asynchronously (Go: netFD.connect treats it so).
             Err(e)
@@ -249,7 +245,7 @@ impl SocketBackend for KernelBackend {
     }
 
     fn finish_connect(&self, socket: &KernelSocket) -> Result<(), TryError> {
-        match sock::take_error(socket.fd) {
+        match sock::take_error(socket.fd.raw()) {
             Ok(None) => {}
             Ok(Some(e)) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EALREADY)) => {
                 return Err(TryError::WouldBlock)
@@ -258,7 +254,7 @@ impl SocketBackend for KernelBackend {
         }
         // No pending error is not proof of a connection: a spurious wake-up looks the same
         // (Go #14548, #19289). getpeername succeeds only once connected.
-        match sock::peer_addr(socket.fd) {
+        match sock::peer_addr(socket.fd.raw()) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(TryError::WouldBlock),
             Err(e) => Err(TryError::Failed(error_kind(&e))),
@@ -271,7 +267,7 @@ impl SocketBackend for KernelBackend {
     }
 
     fn try_write(&self, socket: &KernelSocket, buf: &[u8]) -> Result<usize, TryError> {
-        no_eintr(|| sock::send(socket.fd, buf)).map_err(try_error)
+        no_eintr(|| sock::send(socket.fd.raw(), buf)).map_err(try_error)
     }
 
     fn shutdown(&self, socket: &KernelSocket, how: Shutdown) -> Result<(), ErrorKind> {
@@ -279,30 +275,30 @@ impl SocketBackend for KernelBackend {
             Shutdown::Read => libc::SHUT_RD,
             Shutdown::Write => libc::SHUT_WR,
         };
-        sock::shutdown(socket.fd, how).map_err(|e| error_kind(&e))
+        sock::shutdown(socket.fd.raw(), how).map_err(|e| error_kind(&e))
     }
 
     fn local_addr(&self, socket: &KernelSocket) -> Result<SocketAddr, ErrorKind> {
-        sock::local_addr(socket.fd).map_err(|e| error_kind(&e))
+        sock::local_addr(socket.fd.raw()).map_err(|e| error_kind(&e))
     }
 
     fn peer_addr(&self, socket: &KernelSocket) -> Result<SocketAddr, ErrorKind> {
-        sock::peer_addr(socket.fd).map_err(|e| error_kind(&e))
+        sock::peer_addr(socket.fd.raw()).map_err(|e| error_kind(&e))
     }
 
     fn set_nodelay(&self, socket: &KernelSocket, nodelay: bool) -> Result<(), ErrorKind> {
-        sock::set_nodelay(socket.fd, nodelay).map_err(|e| error_kind(&e))
+        sock::set_nodelay(socket.fd.raw(), nodelay).map_err(|e| error_kind(&e))
     }
 
     fn nodelay(&self, socket: &KernelSocket) -> Result<bool, ErrorKind> {
-        sock::nodelay(socket.fd).map_err(|e| error_kind(&e))
+        sock::nodelay(socket.fd.raw()).map_err(|e| error_kind(&e))
     }
 
     fn close(&self, socket: &KernelSocket, abort: bool) {
         if abort {
             // Best effort: if it fails the peer sees FIN instead of RST.
-            let _ = sock::set_linger_zero(socket.fd);
+            let _ = sock::set_linger_zero(socket.fd.raw());
         }
-        sock::close(socket.fd);
+        socket.fd.close();
     }
 }

@@ -1,9 +1,13 @@
 //! Socket FFI: non-blocking, close-on-exec TCP sockets for IPv4 and IPv6.
+//!
+//! New descriptors come out as `OwnedFd`s (closed on drop); a socket the stack holds keeps its
+//! descriptor in a [`SocketFd`]. The calls take the descriptor as a `RawFd`: the FFI boundary.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::syscall;
 
@@ -79,13 +83,60 @@ fn domain(addr: &SocketAddr) -> libc::c_int {
     }
 }
 
+/// The descriptor of a socket the stack holds: owned, closed exactly once, by
+/// [`SocketFd::close`] or on drop.
+///
+/// The stack releases a socket through a shared reference (`SocketBackend::close`, while other
+/// handles may still hold the socket), so the descriptor sits in an atomic slot instead of a
+/// plain `OwnedFd`: `close` takes it out as the `OwnedFd` it came in as and drops it, leaving
+/// -1, on which any later call fails with `EBADF`. Four bytes, like the `OwnedFd`.
+#[derive(Debug)]
+pub(crate) struct SocketFd(AtomicI32);
+
+impl SocketFd {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        SocketFd(AtomicI32::new(fd.into_raw_fd()))
+    }
+
+    /// The descriptor for a call (-1 once closed).
+    pub(crate) fn raw(&self) -> RawFd {
+        // Relaxed: the stack makes its last call on a socket before it closes it, and orders
+        // the two with its own fdMutex (`Fd::release`).
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Closes the descriptor; a second call does nothing.
+    pub(crate) fn close(&self) {
+        // Relaxed: the swap alone makes the hand-out unique; see `raw`.
+        let fd = self.0.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: a non-negative value in the slot is the descriptor `new` took ownership
+            // of, and the swap above hands it out exactly once.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+impl Drop for SocketFd {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Wraps a descriptor a syscall just returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` is a new descriptor (from `socket` or `accept4`) that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// A new non-blocking, close-on-exec TCP socket for `addr`'s family.
-pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<RawFd> {
+pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     syscall!(socket(
         domain(addr),
         libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         0
     ))
+    .map(owned)
 }
 
 fn setsockopt_int(
@@ -181,7 +232,7 @@ pub(crate) fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
 }
 
 /// `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`.
-pub(crate) fn accept(fd: RawFd) -> io::Result<(RawFd, SocketAddr)> {
+pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
     // SAFETY: an all-zero sockaddr_storage is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -191,14 +242,10 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(RawFd, SocketAddr)> {
         (&mut storage as *mut libc::sockaddr_storage).cast(),
         &mut len,
         libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-    ))?;
-    match from_raw(&storage) {
-        Ok(addr) => Ok((conn, addr)),
-        Err(e) => {
-            close(conn);
-            Err(e)
-        }
-    }
+    ))
+    .map(owned)?;
+    // On error `conn` is dropped, which closes it.
+    Ok((conn, from_raw(&storage)?))
 }
 
 pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
@@ -270,11 +317,6 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 
 pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     syscall!(shutdown(fd, how)).map(drop)
-}
-
-/// Closes `fd`. Errors (even `EINTR`) are ignored: on Linux the descriptor is released anyway.
-pub(crate) fn close(fd: RawFd) {
-    let _ = syscall!(close(fd));
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
