@@ -689,9 +689,9 @@ def report(args, results, tree, started, elapsed, load0, load1, mach) -> str:
       f"{args.reorder:.0%} of frames {args.reorder_ms:g} ms later still (reordering), "
       f"{args.dup:.0%} duplicated, {args.corrupt:.0%} corrupted (one byte flipped past the "
       f"Ethernet header); ARP only delayed. No rate limit; MTU 1500")
-    w(f"- servers (fresh process per run, `--buf 65536`): kernel = `netpoll echo --backend "
-      f"epoll` in its own namespace on TAP rk0; netpoll = `netpoll echo --backend tap` "
-      f"(smoltcp on its own TAP device, reached by the relay through an AF_PACKET socket)")
+    w("- servers (fresh process per run, `--buf 65536`): kernel = `netpoll echo --backend "
+      "epoll` in its own namespace on TAP rk0; netpoll = `netpoll echo --backend tap` "
+      "(smoltcp on its own TAP device, reached by the relay through an AF_PACKET socket)")
     w(f"- client: {args.conns} kernel TCP connections at once (this kernel's defaults: "
       f"{args.kset}), each sends its size of seeded random data and reads the echo back, every byte "
       f"compared; time = from the first connect to the last byte of the last connection; "

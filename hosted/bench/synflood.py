@@ -61,6 +61,7 @@ import errno
 import json
 import os
 import random
+import re
 import selectors
 import shlex
 import socket
@@ -538,7 +539,6 @@ class Measurement:
             if not fl or fl.get("phase") != "flood":
                 self.evidence("flooder gave no result")
                 raise RuntimeError("flooder gave no result: " + flood.stderr_text()[-400:])
-            t_done = time.monotonic()
             tap1 = self.tap_stats()
             self.res["flood"] = {k: fl[k] for k in ("sent", "send_errors", "secs", "rate",
                                                     "recovery_ms")}
@@ -672,9 +672,9 @@ def report(args, results: list[dict], tree: str, started: str, load0, load1, ela
     w(f"- baseline: the {args.baseline_secs:g} s of connects before the flood (the first, which "
       "resolves ARP, left out); during the flood: connects started between the first and the "
       "last SYN written; connect times are the client's (nonblocking connect to writable)")
-    w(f"- recovery: from the end of the flood, a probe connect every 50 ms; the time until the "
-      f"first probe that connects in under 50 ms starts (0 = the first probe, sent as the last "
-      f"SYN left, was already fast; at most 10 s)\n")
+    w("- recovery: from the end of the flood, a probe connect every 50 ms; the time until the "
+      "first probe that connects in under 50 ms starts (0 = the first probe, sent as the last "
+      "SYN left, was already fast; at most 10 s)\n")
     w("### Results\n")
     w("| variant | flood rate SYN/s | SYNs dropped at TAP queue | legit ok during flood | "
       "connect p50 / p99 / max ms during flood | baseline p50 / p99 ms | echo ok (all) | "
@@ -738,7 +738,11 @@ def report(args, results: list[dict], tree: str, started: str, load0, load1, ela
 def parse_variants(spec: str) -> list[dict]:
     out = []
     for item in spec.split(","):
-        src, backlog, rate = item.strip().split("/")
+        parts = item.strip().split("/")
+        if len(parts) != 3 or not parts[1].isdigit() or not (
+                parts[2] == "max" or re.fullmatch(r"\d+(\.\d+)?", parts[2])):
+            die(f"variant {item!r}: SRC/BACKLOG/RATE, e.g. onlink/128/max or offlink/128/10000")
+        src, backlog, rate = parts
         if src not in ("onlink", "offlink"):
             die(f"variant {item}: source must be onlink or offlink")
         out.append(dict(name=item.strip(), src=src, backlog=int(backlog),
