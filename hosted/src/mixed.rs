@@ -237,6 +237,19 @@ mod tests {
         netpoll_drivers::netns::ip(args).is_ok()
     }
 
+    /// The runtime's clock (`crate::now`) and the userspace engine's read one epoch: an
+    /// instant from one lies between two readings of the other.
+    #[test]
+    fn runtime_and_engine_clocks_agree() {
+        let before = netpoll_drivers::MonotonicClock.now();
+        let runtime = crate::now();
+        let after = netpoll_drivers::MonotonicClock.now();
+        assert!(
+            before <= runtime && runtime <= after,
+            "engine {before:?}, runtime {runtime:?}, engine {after:?}"
+        );
+    }
+
     #[test]
     fn invalid_tap_name_is_an_error() {
         let e = MixedNet::open("a-name-far-too-long-for-ifnamsiz", Config::default())

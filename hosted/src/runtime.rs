@@ -16,14 +16,22 @@ use crate::source::{EpollSource, PollStats, Poller};
 
 /// `CLOCK_MONOTONIC` as a netpoll [`Clock`]. All runtimes of a process share one epoch, so
 /// an [`Instant`] from one is meaningful to another.
+#[cfg(not(feature = "tap"))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MonotonicClock;
 
+/// With `tap`, the userspace engine's clock is this crate's: one type, one epoch, so smoltcp
+/// hosts and kernel sockets on one scheduler read the same instants.
+#[cfg(feature = "tap")]
+pub use netpoll_drivers::MonotonicClock;
+
+#[cfg(not(feature = "tap"))]
 fn epoch() -> std::time::Instant {
     static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
     *EPOCH.get_or_init(std::time::Instant::now)
 }
 
+#[cfg(not(feature = "tap"))]
 impl Clock for MonotonicClock {
     fn now(&self) -> Instant {
         let nanos = epoch().elapsed().as_nanos();
