@@ -165,7 +165,7 @@ fn kernel_burst_beyond_backlog_all_succeed() {
     });
 }
 
-/// Issue 3's figure: 256 simultaneous kernel connects to a smoltcp listener with backlog 128.
+/// 256 simultaneous kernel connects to a smoltcp listener with backlog 128.
 #[test]
 fn kernel_burst_256_against_backlog_128() {
     in_netns("kernel_burst_256_against_backlog_128", || {

@@ -441,8 +441,9 @@ fn shutdown_write_then_write_is_broken_pipe() {
     });
 }
 
-/// Rule 5: data leaves at once, not at the next timer. In simulated time the clock moves only
-/// when everything is idle, so 200 ping-pong round trips must take no simulated time at all.
+/// Data leaves at once, not at the next timer (`docs/userspace-engine.md`, "Nothing waits for
+/// a timer"). In simulated time the clock moves only when everything is idle, so 200
+/// ping-pong round trips must take no simulated time at all.
 #[test]
 fn egress_never_waits_for_a_timer() {
     let mut net = WireNet::new();

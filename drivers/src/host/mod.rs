@@ -463,7 +463,7 @@ impl<D: Device> Inner<D> {
         let role = core::mem::replace(&mut sock.role, Role::Orphan { port });
         let s = sock.tcp_mut();
         // Unread data at close means the application lost it: reset, as Linux does
-        // (RFC 2525 §2.17), rather than a FIN that would pass for a clean end.
+        // (RFC 2525, section 2.17), rather than a FIN that would pass for a clean end.
         let reset = abort || s.can_recv();
         if let Role::Stream(st) = &role {
             if reset {
