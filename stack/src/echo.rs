@@ -8,13 +8,16 @@
 //!   buffer.
 //! * End of stream (the peer's FIN, a half-close) ends the connection once everything read
 //!   was written back: the server closes, so the peer receives all its bytes, then EOF.
-//! * A reset or broken pipe from the peer is counted ([`EchoStats::resets`]) and logged only
-//!   with [`EchoOptions::log_resets`]; other connection errors are counted and logged unless
-//!   [`EchoOptions::quiet`]. No connection error stops the server.
+//! * A reset or broken pipe from the peer is counted ([`EchoStats::resets`]) and logged at
+//!   debug level (normal for a server); other connection errors are counted and logged as
+//!   warnings. No connection error stops the server.
 //! * At most [`EchoOptions::max_connections`] connections are served at once; one more is
-//!   reset at once, with a log line (rate limited), so memory stays bounded.
+//!   reset at once, with a warning (at most one a second), so memory stays bounded.
 //! * A failed `accept` (out of descriptors or buffers) backs off, 5 ms doubling to 500 ms,
-//!   and keeps serving (as Go's `net/http`).
+//!   logs an error (at most one a second) and keeps serving (as Go's `net/http`).
+//!
+//! Log lines go to the `log` facade: whatever logger the program installed (`env_logger` in
+//! the command, the UEFI console in the guest), or nowhere.
 //!
 //! ```
 //! use netpoll_stack::echo::{EchoOptions, EchoServer};
@@ -46,10 +49,6 @@ use crate::error::{Error, ErrorKind};
 use crate::tcp::{TcpListener, TcpStream};
 use netpoll_core::backend::SocketBackend;
 
-/// Where the server's log lines go: the command writes them to stderr, the UEFI guest to the
-/// `log` facade. Each call is one line, without its newline.
-pub type LogFn = fn(fmt::Arguments<'_>);
-
 /// Reads of up to this many bytes use a buffer on the stack of the call that echoes them
 /// (no allocation per message, and an idle connection holds none); larger `buf_size`s
 /// allocate one per message.
@@ -72,29 +71,18 @@ pub struct EchoOptions {
     /// Most connections served at once; past it a new connection is reset. Default: no limit
     /// (`usize::MAX`); set it where memory is fixed (a guest without swap).
     pub max_connections: usize,
-    /// Do not log per-connection errors (they are still counted).
-    pub quiet: bool,
-    /// Also log every connection reset by its peer (otherwise only counted).
-    pub log_resets: bool,
     /// Keep a list of open connections, so that [`EchoServer::take_open`] can close them at
     /// shutdown (a userspace stack's sockets are not closed by any kernel when the program
     /// ends). Costs one list entry per connection.
     pub track_connections: bool,
-    /// Where log lines go. Default: nowhere.
-    pub log: LogFn,
 }
-
-fn log_nowhere(_: fmt::Arguments<'_>) {}
 
 impl Default for EchoOptions {
     fn default() -> Self {
         EchoOptions {
             buf_size: 128,
             max_connections: usize::MAX,
-            quiet: false,
-            log_resets: false,
             track_connections: false,
-            log: log_nowhere,
         }
     }
 }
@@ -270,6 +258,7 @@ impl<B: SocketBackend> EchoServer<B> {
         loop {
             match listener.accept().await {
                 Ok((conn, peer)) => {
+                    log::debug!("accepted a connection from {peer}");
                     backoff = Duration::ZERO;
                     // Relaxed: statistics, and a bound checked by this loop alone (the tasks
                     // only decrement it).
@@ -277,36 +266,43 @@ impl<B: SocketBackend> EchoServer<B> {
                     if s.active.load(Ordering::Relaxed) >= s.options.max_connections {
                         s.refused.fetch_add(1, Ordering::Relaxed);
                         if let Some(left_out) = refuse_limit.allow(handle.now()) {
-                            (s.options.log)(format_args!(
-                                "netpoll echo: {} connections open (the limit): refusing {peer} \
-                                 with a reset{}",
+                            log::warn!(
+                                "{} connections open (the limit): refusing {peer} with a \
+                                 reset{}",
                                 s.options.max_connections,
                                 LeftOut(left_out)
-                            ));
+                            );
                         }
                         let _ = conn.abort().await;
                         continue;
                     }
-                    s.active.fetch_add(1, Ordering::Relaxed);
-                    if s.options.track_connections {
-                        self.track(conn.clone());
-                    }
-                    handle.spawn(echo_conn(self.shared.clone(), conn));
+                    handle.spawn(self.connection(conn));
                 }
                 Err(e) if e.kind() == ErrorKind::Closed => return,
                 Err(e) => {
                     s.accept_errors.fetch_add(1, Ordering::Relaxed);
                     backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
                     if let Some(left_out) = accept_limit.allow(handle.now()) {
-                        (s.options.log)(format_args!(
-                            "netpoll echo: {e}; retrying in {backoff:?}{}",
-                            LeftOut(left_out)
-                        ));
+                        // An error, not a warning: the server cannot take new clients meanwhile.
+                        log::error!("accept: {e}; retrying in {backoff:?}{}", LeftOut(left_out));
                     }
                     handle.sleep(backoff).await;
                 }
             }
         }
+    }
+
+    /// The task that echoes `conn` until it ends, then closes it, counted among the active
+    /// connections from now on (the accept loop spawns one per connection; a program that
+    /// accepts by itself can spawn it too). Its future is what an idle connection costs
+    /// besides its socket: a few words.
+    pub fn connection(&self, conn: TcpStream<B>) -> impl Future<Output = ()> + Send + 'static {
+        // Relaxed: see `serve`.
+        self.shared.active.fetch_add(1, Ordering::Relaxed);
+        if self.shared.options.track_connections {
+            self.track(conn.clone());
+        }
+        echo_conn(self.shared.clone(), conn)
     }
 
     fn track(&self, conn: TcpStream<B>) {
@@ -366,27 +362,38 @@ impl<B: SocketBackend> Drop for Active<B> {
     }
 }
 
-/// Counts (and maybe logs) a connection's error, naming its peer if the socket still knows it
-/// (after a reset it may not).
+/// Counts and logs a connection's error, naming its peer if the socket still knows it (after
+/// a reset it may not): a reset by the peer at debug level (it is normal for a server, and
+/// counted), anything else as a warning. The address is looked up here rather than kept in
+/// every connection's task.
 fn report<B: SocketBackend>(s: &Shared<B>, conn: &TcpStream<B>, e: Error) {
     // Relaxed: statistics and a flag that only silences logging.
     if s.shutting_down.load(Ordering::Relaxed) {
         return;
     }
-    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) {
+    let level = if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) {
         s.resets.fetch_add(1, Ordering::Relaxed);
-        if !s.options.log_resets {
-            return;
-        }
+        log::Level::Debug
     } else {
         s.errors.fetch_add(1, Ordering::Relaxed);
-        if s.options.quiet {
-            return;
-        }
+        log::Level::Warn
+    };
+    if !log::log_enabled!(level) {
+        return;
     }
     match conn.peer_addr() {
-        Ok(peer) => (s.options.log)(format_args!("netpoll echo: {peer}: {e}")),
-        Err(_) => (s.options.log)(format_args!("netpoll echo: {e}")),
+        Ok(peer) => log::log!(level, "connection from {peer}: {e}"),
+        Err(_) => log::log!(level, "connection: {e}"),
+    }
+}
+
+/// Logs the end of a connection (debug level), outside `echo_conn` so that its task stays
+/// small.
+fn log_closed<B: SocketBackend>(conn: &TcpStream<B>) {
+    match conn.peer_addr() {
+        Ok(peer) => log::debug!("connection from {peer} closed"),
+        // After a reset the socket may no longer know its peer.
+        Err(_) => log::debug!("connection closed"),
     }
 }
 
@@ -399,27 +406,32 @@ fn echo_conn<B: SocketBackend>(
     shared: Arc<Shared<B>>,
     conn: TcpStream<B>,
 ) -> impl Future<Output = ()> + Send {
+    // Made here, not inside the block: a value moved out of a captured one keeps both slots.
+    let active = Active(shared);
     async move {
-        let active = Active(shared);
-        let s = &*active.0;
+        // No reference into `active` is held across the awaits: each would add a word to
+        // every idle connection's task.
         loop {
             let rest = match conn
                 .readable()
                 .await
-                .and_then(|()| echo_now(&conn, s.options.buf_size))
+                .and_then(|()| echo_now(&conn, active.0.options.buf_size))
             {
                 Ok(Echo::Done) => continue,
                 Ok(Echo::End) => break,
                 Ok(Echo::Rest(rest)) => rest,
                 Err(e) => {
-                    report(s, &conn, e);
+                    report(&active.0, &conn, e);
                     break;
                 }
             };
             if let Err(e) = rest.await {
-                report(s, &conn, e);
+                report(&active.0, &conn, e);
                 break;
             }
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            log_closed(&conn);
         }
         // Boxed: it runs once, at the end.
         let _ = Box::pin(conn.close()).await;

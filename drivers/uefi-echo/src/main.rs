@@ -173,10 +173,6 @@ impl Wait for UefiWaiter {
     }
 }
 
-fn log_line(args: fmt::Arguments<'_>) {
-    info!("{args}");
-}
-
 /// Stops the firmware's own network stack on every NIC it drives, so that only this program
 /// uses the virtio queues: `DisconnectController` on each Simple Network handle stops the
 /// drivers layered on it (MNP and above, which poll the NIC from timer callbacks). The
@@ -261,7 +257,6 @@ fn run() -> Result<(), alloc::string::String> {
 
     let server = EchoServer::new(EchoOptions {
         max_connections: MAX_CONNECTIONS,
-        log: log_line,
         ..EchoOptions::default()
     });
     let run = async {
