@@ -10,6 +10,7 @@
 #   KEEP=1 bash hosted/scripts/uefi-echo.sh     # leave the guest running in the namespace
 #   NS=name bash hosted/scripts/uefi-echo.sh    # namespace name (default netpoll-uefi)
 #   QUICK=1 bash hosted/scripts/uefi-echo.sh    # one echo only, no heavy check
+#   IDLE_CPU=1 bash hosted/scripts/uefi-echo.sh # also measure QEMU's CPU over 10 s of idle
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -107,7 +108,18 @@ else
   ip netns exec "$NS" python3 hosted/scripts/uefi_echo_check.py "$GUEST" "$PORT"
 fi
 
-# 6. The guest must still be alive and have logged no panic.
+# 6. Idle cost: QEMU's user+system CPU time over 10 s with no traffic (after 5 s for the
+# connections above to finish), as a share of one host core.
+if [ -n "${IDLE_CPU:-}" ]; then
+  sleep 5
+  hz=$(getconf CLK_TCK)
+  cpu() { awk '{print $14 + $15}' "/proc/$QEMU_PID/stat"; }
+  before=$(cpu); sleep 10; after=$(cpu)
+  awk -v t=$((after - before)) -v hz="$hz" \
+    'BEGIN { printf "idle guest: %.1f%% of one host core (QEMU CPU over 10 s)\n", 100 * t / (hz * 10) }'
+fi
+
+# 7. The guest must still be alive and have logged no panic.
 sleep 1
 if ! kill -0 "$QEMU_PID" 2>/dev/null || grep -aqi "panic" "$SERIAL"; then
   echo "uefi-echo: the guest stopped or panicked; its console:" >&2
