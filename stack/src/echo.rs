@@ -50,9 +50,11 @@ use crate::tcp::{TcpListener, TcpStream};
 use netpoll_core::backend::SocketBackend;
 
 /// Reads of up to this many bytes use a buffer on the stack of the call that echoes them
-/// (no allocation per message, and an idle connection holds none); larger `buf_size`s
-/// allocate one per message.
+/// (no allocation per message, and an idle connection holds none); larger `buf_size`s are
+/// lent from the server's spare buffers for one message at a time.
 const STACK_BUF: usize = 4096;
+/// Spare large buffers kept beyond those in use; more are freed.
+const SPARE_BUFS: usize = 64;
 /// The stack buffer for the default `buf_size` (128), so that small messages do not clear
 /// 4 KiB each.
 const SMALL_BUF: usize = 256;
@@ -164,6 +166,24 @@ struct Shared<B: SocketBackend> {
     /// Open connections (with `track_connections`), and the length at which the list is next
     /// pruned of closed ones.
     open: spin::Mutex<(Vec<TcpStream<B>>, usize)>,
+    /// Buffers of `buf_size` bytes not lent out (only when `buf_size` > [`STACK_BUF`]).
+    spare: spin::Mutex<Vec<Box<[u8]>>>,
+}
+
+impl<B: SocketBackend> Shared<B> {
+    /// A buffer of `buf_size` bytes for one message.
+    fn lend(&self) -> Box<[u8]> {
+        let spare = self.spare.lock().pop();
+        spare.unwrap_or_else(|| vec![0u8; self.options.buf_size].into_boxed_slice())
+    }
+
+    /// Takes back a buffer from [`Shared::lend`].
+    fn give_back(&self, buf: Box<[u8]>) {
+        let mut spare = self.spare.lock();
+        if spare.len() < SPARE_BUFS {
+            spare.push(buf);
+        }
+    }
 }
 
 /// An echo server: counters, options, and (optionally) the open connections. Cloning gives
@@ -210,6 +230,7 @@ impl<B: SocketBackend> EchoServer<B> {
                 active: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 open: spin::Mutex::new((Vec::new(), 64)),
+                spare: spin::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -415,7 +436,7 @@ fn echo_conn<B: SocketBackend>(
             let rest = match conn
                 .readable()
                 .await
-                .and_then(|()| echo_now(&conn, active.0.options.buf_size))
+                .and_then(|()| echo_now(&conn, &active.0))
             {
                 Ok(Echo::Done) => continue,
                 Ok(Echo::End) => break,
@@ -453,26 +474,33 @@ enum Echo<'a> {
 
 /// Reads what is there and writes it back, without waiting. A plain function: the buffer
 /// lives only in this call (or in the boxed rest).
-fn echo_now<B: SocketBackend>(conn: &TcpStream<B>, buf_size: usize) -> Result<Echo<'_>, Error> {
+fn echo_now<'a, B: SocketBackend>(
+    conn: &'a TcpStream<B>,
+    shared: &'a Shared<B>,
+) -> Result<Echo<'a>, Error> {
+    let buf_size = shared.options.buf_size;
     if buf_size <= SMALL_BUF {
-        echo_on_stack::<B, SMALL_BUF>(conn, buf_size)
-    } else if buf_size <= STACK_BUF {
-        echo_on_stack::<B, STACK_BUF>(conn, buf_size)
-    } else {
-        let mut buf = vec![0u8; buf_size];
-        match echo_step(conn, &mut buf)? {
-            Step::Done => Ok(Echo::Done),
-            Step::End => Ok(Echo::End),
-            Step::Partial { sent, read } => {
-                // The rest keeps the buffer rather than copying out of it.
-                buf.truncate(read);
-                buf.drain(..sent);
-                Ok(Echo::Rest(Box::pin(
-                    async move { conn.write_all(&buf).await },
-                )))
-            }
-        }
+        return echo_on_stack::<B, SMALL_BUF>(conn, buf_size);
     }
+    if buf_size <= STACK_BUF {
+        return echo_on_stack::<B, STACK_BUF>(conn, buf_size);
+    }
+    let mut buf = shared.lend();
+    let echo = match echo_step(conn, &mut buf) {
+        Ok(Step::Partial { sent, read }) => {
+            return Ok(Echo::Rest(Box::pin(async move {
+                // The rest keeps the buffer rather than copying out of it.
+                let written = conn.write_all(&buf[sent..read]).await;
+                shared.give_back(buf);
+                written
+            })));
+        }
+        Ok(Step::Done) => Ok(Echo::Done),
+        Ok(Step::End) => Ok(Echo::End),
+        Err(e) => Err(e),
+    };
+    shared.give_back(buf);
+    echo
 }
 
 /// [`echo_now`] with a buffer of `N` bytes on the stack, of which `buf_size` are used.
@@ -521,5 +549,26 @@ fn echo_step<B: SocketBackend>(conn: &TcpStream<B>, buf: &mut [u8]) -> Result<St
         Ok(Step::Done)
     } else {
         Ok(Step::Partial { sent, read })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_one_line_per_interval_and_counts_the_rest() {
+        let mut limit = RateLimit::new(Duration::from_secs(1));
+        let t = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+        assert_eq!(limit.allow(t(0)), Some(0));
+        // 100 failures a second, as a 10 ms retry loop makes.
+        let logged: Vec<_> = (1..300).filter_map(|i| limit.allow(t(i * 10))).collect();
+        assert_eq!(
+            logged,
+            [99, 99],
+            "one line a second, each counting the lines left out"
+        );
+        assert_eq!(limit.allow(t(5000)), Some(99));
+        assert_eq!(limit.allow(t(5001)), None);
     }
 }

@@ -38,8 +38,19 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn echoes_byte_for_byte_and_closes_after_a_half_close() {
+    // Buffers on the stack (128, 4096) and lent from the server's spares (64 KiB).
+    for buf_size in [128, 4096, 64 * 1024] {
+        echo_clients(buf_size);
+    }
+}
+
+fn echo_clients(buf_size: usize) {
     let mut net = WireNet::new();
-    let (server, _listener) = start(&net, EchoOptions::default());
+    let options = EchoOptions {
+        buf_size,
+        ..EchoOptions::default()
+    };
+    let (server, _listener) = start(&net, options);
     let (b, addr) = (net.b.clone(), net.addr_a(7));
     let handle = net.b.handle().clone();
     net.scheduler.block_on(async move {
@@ -64,7 +75,10 @@ fn echoes_byte_for_byte_and_closes_after_a_half_close() {
             })
             .collect();
         for c in clients {
-            assert!(c.await, "a client got back other bytes than it sent");
+            assert!(
+                c.await,
+                "a client got back other bytes than it sent (buf {buf_size})"
+            );
         }
         let h = b.handle().clone();
         assert!(wait_until(&h, Duration::from_secs(5), || server.stats().active == 0).await);
