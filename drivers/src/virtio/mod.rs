@@ -6,9 +6,11 @@
 //! ([`VirtioIngress`]), and, on x86_64, the PCI probe that finds the NIC through the legacy
 //! configuration ports 0xCF8/0xCFC ([`open_pci`]).
 //!
-//! The device is polled, never interrupt driven: the guest's readiness source drives smoltcp,
-//! and its waiter checks [`VirtioIngress::frame_waiting`] between sleeps. Interrupts are
-//! disabled on the queues so that no line is raised that nobody acknowledges.
+//! The device is polled: the guest's readiness source drives smoltcp, and its waiter checks
+//! [`VirtioIngress::frame_waiting`] between sleeps. The device still raises its interrupt
+//! line when it uses a buffer, so a waiter may sleep until that interrupt
+//! ([`VirtioIngress::ack_interrupt`]) rather than a timer tick; a guest that does not leaves
+//! the line masked at its interrupt controller.
 //!
 //! What the guest provides is memory: a [`Hal`] whose `dma_alloc` returns memory the device
 //! can reach and whose `share` gives a buffer's physical address (identity-mapped under UEFI).
@@ -108,10 +110,8 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
     /// Initialises the device behind `transport` (reset, feature negotiation, queues) and posts
     /// every receive buffer.
     pub fn new(transport: T) -> Result<Self, VirtioError> {
-        let mut net = VirtIONet::<H, T, QUEUE_SIZE>::new(transport, RX_BUFFER_LEN)
+        let net = VirtIONet::<H, T, QUEUE_SIZE>::new(transport, RX_BUFFER_LEN)
             .map_err(VirtioError::Device)?;
-        // Polled: see the module docs.
-        net.disable_interrupts();
         let mac = EthernetAddress(net.mac_address());
         Ok(VirtioNet {
             nic: Arc::new(spin::Mutex::new(Nic {
@@ -169,6 +169,14 @@ impl<H: Hal, T: Transport> VirtioIngress<H, T> {
     /// The frame counters of the device.
     pub fn stats(&self) -> VirtioStats {
         self.nic.lock().stats
+    }
+
+    /// Acknowledges the device's interrupt by reading its ISR status, which lowers its
+    /// level-triggered INTx line; returns whether one was raised. A guest that sleeps until
+    /// the NIC's interrupt acknowledges before it re-enables the line, then checks
+    /// [`VirtioIngress::frame_waiting`] once more.
+    pub fn ack_interrupt(&self) -> bool {
+        !self.nic.lock().net.ack_interrupt().is_empty()
     }
 }
 

@@ -26,7 +26,10 @@ use log::{error, info, warn};
 use netpoll_core::sync::{AtomicBool, AtomicU64, Ordering};
 use netpoll_core::{Clock, Instant, Scheduler};
 use netpoll_drivers::smoltcp::wire::IpCidr;
-use netpoll_drivers::virtio::{self, PciTransport, VirtioIngress};
+use netpoll_drivers::virtio::virtio_drivers::transport::pci::bus::{
+    ConfigurationAccess, DeviceFunction,
+};
+use netpoll_drivers::virtio::{self, PciTransport, PortConfigAccess, VirtioIngress};
 use netpoll_drivers::{Config, DriverError, Host, SmolBackend, SmolSource, Wait};
 use netpoll_stack::echo::{EchoOptions, EchoServer};
 use netpoll_stack::TcpListener;
@@ -34,7 +37,7 @@ use uefi::boot;
 use uefi::prelude::*;
 use uefi::proto::network::snp::SimpleNetwork;
 
-use sys::{TimerEvent, UefiHal};
+use sys::{NicInterrupt, TimerEvent, UefiHal};
 
 /// The guest's address on the link (the host side is 10.8.0.1/24).
 const ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 2);
@@ -92,12 +95,18 @@ impl Clock for TscClock {
     }
 }
 
-/// The idle wait: sleep on a UEFI timer in slices of [`POLL_SLICE`], checking the NIC's
-/// receive queue and the scheduler's wake flag between slices.
+/// Longest sleep while the NIC's interrupt can wake the guest (a timeout of the scheduler
+/// shortens it).
+const IRQ_SLICE: Duration = Duration::from_secs(1);
+
+/// The idle wait: sleep until the NIC's interrupt or a UEFI timer, checking the NIC's receive
+/// queue and the scheduler's wake flag between sleeps. Without the interrupt, in slices of
+/// [`POLL_SLICE`] (so up to a timer tick late).
 struct UefiWaiter {
     ingress: VirtioIngress<UefiHal, PciTransport>,
     clock: Arc<TscClock>,
     timer: Option<TimerEvent>,
+    irq: Option<NicInterrupt>,
     woken: AtomicBool,
     /// When the last wait ended because of a frame or a wake-up (nanoseconds on `clock`).
     last_activity: AtomicU64,
@@ -112,7 +121,11 @@ impl fmt::Debug for UefiWaiter {
 }
 
 impl UefiWaiter {
-    fn new(ingress: VirtioIngress<UefiHal, PciTransport>, clock: Arc<TscClock>) -> Self {
+    fn new(
+        ingress: VirtioIngress<UefiHal, PciTransport>,
+        clock: Arc<TscClock>,
+        irq: Option<NicInterrupt>,
+    ) -> Self {
         let timer = match TimerEvent::new() {
             Ok(t) => Some(t),
             Err(e) => {
@@ -124,20 +137,43 @@ impl UefiWaiter {
             ingress,
             clock,
             timer,
+            irq,
             woken: AtomicBool::new(false),
             last_activity: AtomicU64::new(0),
         }
     }
 
+    /// The longest sleep before the receive queue must be looked at again.
+    fn slice(&self) -> Duration {
+        if self.irq.is_some() {
+            IRQ_SLICE
+        } else {
+            POLL_SLICE
+        }
+    }
+
     fn sleep(&self, d: Duration) {
-        match &self.timer {
-            Some(timer) => {
+        match (&self.timer, &self.irq) {
+            (Some(timer), Some(irq)) => {
+                // Lower the line, unmask it, then look once more: a frame used before the
+                // acknowledgement raises no new interrupt, one used after it fires at once.
+                self.ingress.ack_interrupt();
+                irq.arm();
+                if self.ingress.frame_waiting() {
+                    return;
+                }
+                if let Err(e) = timer.sleep_or(d, irq.event()) {
+                    warn!("UEFI WaitForEvent failed ({e}); stalling instead");
+                    boot::stall(d.min(POLL_SLICE));
+                }
+            }
+            (Some(timer), None) => {
                 if let Err(e) = timer.sleep(d) {
                     warn!("UEFI WaitForEvent failed ({e}); stalling instead");
                     boot::stall(d);
                 }
             }
-            None => boot::stall(d),
+            (None, _) => boot::stall(d.min(POLL_SLICE)),
         }
     }
 }
@@ -162,7 +198,7 @@ impl Wait for UefiWaiter {
                 core::hint::spin_loop();
                 continue;
             }
-            let slice = deadline.map_or(POLL_SLICE, |d| (d - now).min(POLL_SLICE));
+            let slice = deadline.map_or(self.slice(), |d| (d - now).min(self.slice()));
             self.sleep(slice);
         }
     }
@@ -194,6 +230,29 @@ fn quiet_firmware_network() {
     info!(
         "firmware network stack: {stopped} NIC handle(s) disconnected, {failed} left as they were"
     );
+}
+
+/// The NIC's interrupt, read from its PCI configuration (interrupt line) and registered with
+/// the firmware; `None` (the idle wait then polls on timer ticks) when that fails.
+fn nic_interrupt(at: DeviceFunction) -> Option<NicInterrupt> {
+    let line = PortConfigAccess::new().read_word(at, 0x3c) & 0xff;
+    let irq = match u8::try_from(line) {
+        Ok(irq @ 1..=15) => irq,
+        _ => {
+            warn!("the NIC has no interrupt line ({line:#x}): polling on timer ticks");
+            return None;
+        }
+    };
+    match NicInterrupt::install(irq) {
+        Ok(i) => {
+            info!("NIC interrupt: IRQ {irq}, vector {:#x}", i.vector());
+            Some(i)
+        }
+        Err(e) => {
+            warn!("could not take the NIC's interrupt IRQ {irq} ({e}): polling on timer ticks");
+            None
+        }
+    }
 }
 
 /// Counts from the NIC and the server, logged every [`STATS_EVERY`] while they change.
@@ -250,7 +309,8 @@ fn run() -> Result<(), alloc::string::String> {
     config.random_seed = sys::rdtsc();
     config.max_backlog = config.max_backlog.max(BACKLOG);
     let host = Host::new(nic, config, clock.clone()).map_err(|e| format!("smoltcp host: {e}"))?;
-    let waiter = UefiWaiter::new(ingress.clone(), clock.clone());
+    let irq = nic_interrupt(at);
+    let waiter = UefiWaiter::new(ingress.clone(), clock.clone(), irq);
     let source = SmolSource::new(waiter).with_host(host.clone());
     let mut scheduler = Scheduler::new(source, clock.clone());
     let backend = SmolBackend::new(host, scheduler.handle().clone());
