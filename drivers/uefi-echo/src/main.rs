@@ -4,8 +4,9 @@
 //! virtio-net NIC: netpoll-core's scheduler, netpoll-drivers' smoltcp backend over
 //! [`netpoll_drivers::virtio::VirtioNet`], and the echo loop of `netpoll_stack::echo`. UEFI
 //! boot services provide the rest: memory (the `uefi` crate's global allocator), the console
-//! (its logger), a panic handler, and the idle wait (a timer event; the firmware halts the CPU
-//! while it waits). The clock is the TSC, calibrated against the firmware's `Stall`.
+//! (its logger), a panic handler, and the idle wait (a timer event and the NIC's interrupt;
+//! the firmware halts the CPU while it waits). The clock is the TSC, calibrated against the
+//! firmware's `Stall`.
 //!
 //! It listens on 10.8.0.2:9009 (MAC from the NIC, no gateway) and never returns. Boot it with
 //! `hosted/scripts/uefi-echo.sh`; see `docs/porting.md` (UEFI unikernel).
