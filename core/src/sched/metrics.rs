@@ -159,11 +159,9 @@ impl Counters {
 
     // Only the worker loop of this set's worker, on its thread.
 
-    pub(super) fn count_poll(&self, completed: bool) {
-        bump_owned(&self.polls, 1);
-        if completed {
-            bump_owned(&self.completed, 1);
-        }
+    pub(super) fn count_polls(&self, polled: u64, completed: u64) {
+        bump_owned(&self.polls, polled);
+        bump_owned(&self.completed, completed);
     }
 
     pub(super) fn count_steal(&self) {

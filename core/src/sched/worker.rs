@@ -332,6 +332,8 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
     /// (see [`WorkerSlot::busy_since`](super::WorkerSlot)) if none is running.
     fn run_tasks(&mut self, main_woken: Option<&AtomicBool>, now: Instant) -> u32 {
         let mut ran = 0;
+        // Counted here and added once per batch: the loop stays free of counter stores.
+        let (mut polled, mut completed) = (0u64, 0u64);
         let slot = &self.core.shared().workers[self.id];
         while ran < POLL_INTERVAL_TASKS {
             let Some((task, more)) = self.next_task() else {
@@ -346,11 +348,13 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             } else if more {
                 self.shared().help_with_backlog(self.id);
             }
-            let counters = &self.shared().counters[self.id];
             match task.run(self.id) {
                 Ran::Skipped => {}
-                Ran::Polled => counters.count_poll(false),
-                Ran::Completed => counters.count_poll(true),
+                Ran::Polled => polled += 1,
+                Ran::Completed => {
+                    polled += 1;
+                    completed += 1;
+                }
             }
             ran += 1;
             // Relaxed: only a hint to give the main future its turn sooner; the swap at the top
@@ -358,11 +362,12 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
             if main_woken.is_some_and(|w| w.load(Ordering::Relaxed)) {
                 if self.has_work() {
                     // Stopped early, not because the queue drained: stay busy.
-                    return POLL_INTERVAL_TASKS;
+                    ran = POLL_INTERVAL_TASKS;
                 }
                 break;
             }
         }
+        self.shared().counters[self.id].count_polls(polled, completed);
         ran
     }
 

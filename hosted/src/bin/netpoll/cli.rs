@@ -24,6 +24,10 @@ Options:
 Environment:
   NETPOLL_LOG      What to log to stderr, in env_logger's syntax: a level (`debug`), or
                    per-module levels (`netpoll_drivers=trace,warn`) [default: warn]
+  NETPOLL_SCHEDTRACE=MS
+                   Print one scheduler line per MS milliseconds to stderr (workers, tasks,
+                   run queues, steals, parks, pollDescs, timers), like Go's
+                   GODEBUG=schedtrace [default: off]
 
 Exit status: 0 on success (also after Ctrl-C or SIGTERM), 1 when the server fails,
 2 on a usage error.
