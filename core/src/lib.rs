@@ -76,6 +76,6 @@ pub mod time;
 
 pub use backend::{ErrorKind, Shutdown, SocketBackend, TryError};
 pub use poll_desc::{PollCache, PollDesc, PollError};
-pub use sched::{yield_now, Handle, IoHandle, JoinHandle, Metrics, Scheduler};
+pub use sched::{yield_now, Elapsed, Handle, IoHandle, JoinHandle, Metrics, Scheduler};
 pub use source::{Direction, Events, Key, Notifier, Readiness, ReadinessSource};
 pub use time::{Clock, Instant};

@@ -41,9 +41,11 @@ pub use backend::{error_kind, KernelBackend, KernelSocket};
 #[cfg(feature = "tap")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub use mixed::{MixedError, MixedNet, MixedScheduler, MixedSource};
-pub use netpoll_core::{yield_now, Handle, Instant, JoinHandle};
+pub use netpoll_core::{yield_now, Elapsed, Handle, Instant, JoinHandle};
 pub use netpoll_stack::{Error, ErrorKind, Op};
-pub use runtime::{backend, handle, now, sleep, spawn, Builder, MonotonicClock, Runtime};
+pub use runtime::{
+    backend, handle, now, sleep, spawn, timeout, timeout_at, Builder, MonotonicClock, Runtime,
+};
 pub use source::{EpollSource, EventFdNotifier, PollStats};
 
 /// A TCP listener on kernel sockets.

@@ -498,6 +498,42 @@ pub fn sleep(duration: Duration) -> netpoll_core::sched::Sleep {
     with_current(|h, _| h.sleep(duration))
 }
 
+/// Runs `future` for at most `duration` on the current runtime: `Ok` with its output, or
+/// `Err(Elapsed)` once the time is up, the future then dropped unfinished (see
+/// [`Handle::timeout`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use netpoll_hosted::{sleep, timeout, Runtime};
+///
+/// Runtime::new().unwrap().block_on(async {
+///     assert_eq!(timeout(Duration::from_secs(1), async { 7 }).await, Ok(7));
+///     let slow = timeout(Duration::from_millis(5), sleep(Duration::from_secs(10))).await;
+///     assert!(slow.is_err());
+/// });
+/// ```
+///
+/// # Panics
+/// Outside [`Runtime::block_on`].
+pub fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> impl Future<Output = Result<F::Output, netpoll_core::Elapsed>> {
+    with_current(|h, _| h.timeout(duration, future))
+}
+
+/// Runs `future` until `deadline` (an instant of [`now`]) on the current runtime (see
+/// [`Handle::timeout_at`]).
+///
+/// # Panics
+/// Outside [`Runtime::block_on`].
+pub fn timeout_at<F: Future>(
+    deadline: Instant,
+    future: F,
+) -> impl Future<Output = Result<F::Output, netpoll_core::Elapsed>> {
+    with_current(|h, _| h.timeout_at(deadline, future))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

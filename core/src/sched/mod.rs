@@ -31,6 +31,7 @@
 //! | `wake.rs` | where a woken task is queued, and when a busy worker asks for help | `runqput`, `wakep` |
 //! | `idle.rs` | [`Park`], worker states, waking and parking idle workers | `stopm`, `notewakeup` |
 //! | `timer.rs` | the timer heap and timer insertion | the per-P timer heap, `wakeNetPoller` |
+//! | `timeout.rs` | [`Handle::timeout`], [`Elapsed`]: a future against a deadline | `context.WithTimeout` |
 //! | `metrics.rs` | [`Metrics`] and the per-worker counters behind it | `schedtrace` |
 
 mod future;
@@ -43,6 +44,7 @@ mod scheduler;
 mod task;
 #[cfg(test)]
 mod tests;
+mod timeout;
 mod timer;
 mod wake;
 mod worker;
@@ -54,6 +56,7 @@ pub use io::IoHandle;
 pub use join::JoinHandle;
 pub use metrics::Metrics;
 pub use scheduler::Scheduler;
+pub use timeout::Elapsed;
 pub use wake::BACKLOG_WAIT;
 pub use worker::{RunError, Worker};
 
