@@ -35,6 +35,7 @@ extern crate alloc;
 pub mod echo;
 pub mod error;
 mod fd;
+pub mod split;
 pub mod tcp;
 
 pub use error::{Error, ErrorKind, Op, TryError};

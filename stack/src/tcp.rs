@@ -136,7 +136,7 @@ fn set_deadline<B: SocketBackend>(
 /// Clones share the socket: closing one closes all (as Go's `*TCPListener` shared between
 /// goroutines). The socket is released when `close` completes or the last clone drops.
 pub struct TcpListener<B: SocketBackend> {
-    fd: Arc<Fd<B>>,
+    pub(crate) fd: Arc<Fd<B>>,
 }
 
 impl<B: SocketBackend> Clone for TcpListener<B> {
@@ -228,7 +228,7 @@ impl<B: SocketBackend> TcpListener<B> {
 /// writes) queue behind each other rather than fail (Go's fdMutex). Clones share the
 /// connection; `close` from any clone wakes every blocked operation with a closed error.
 pub struct TcpStream<B: SocketBackend> {
-    fd: Arc<Fd<B>>,
+    pub(crate) fd: Arc<Fd<B>>,
 }
 
 impl<B: SocketBackend> Clone for TcpStream<B> {
