@@ -107,6 +107,8 @@
 //! * `std`: real time: `MonotonicClock`, threaded wire waiters (`WireNetBuilder::real_time`);
 //!   pcap capture of a device's frames (`capture`, `PcapFile`).
 //! * `tap` (Linux; implies `std`): `TapDevice`, `TapNet` and the `netns` test helpers.
+//! * `xdp` (Linux; implies `std`): `XdpDevice`, an AF_XDP socket on an interface's queue 0
+//!   (kernel bypass for that queue's frames), and `XdpNet` (see the `xdp` module).
 //!
 //! # Logging
 //!
@@ -147,12 +149,15 @@ pub mod netns;
 mod pcap;
 pub mod sim;
 mod source;
-#[cfg(feature = "tap")]
+#[cfg(any(feature = "tap", feature = "xdp"))]
 mod sys;
 #[cfg(feature = "tap")]
 mod tap;
 #[cfg(feature = "virtio")]
 pub mod virtio;
+#[cfg(feature = "xdp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xdp")))]
+pub mod xdp;
 mod wait;
 mod wire;
 
@@ -175,6 +180,9 @@ pub use source::SmolSource;
 #[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub use tap::{TapDevice, TapNet, TapScheduler, TapWaiter};
 pub use wait::Wait;
+#[cfg(feature = "xdp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xdp")))]
+pub use xdp::{XdpDevice, XdpMode, XdpNet, XdpScheduler, XdpStats, XdpWaiter};
 pub use wire::{Faults, Side, Watch, Wire, WireConfig, WireDevice, WireStats, WireWaiter};
 
 /// The smoltcp version this crate is built on, re-exported for its configuration types

@@ -1,4 +1,9 @@
-//! System-call wrappers (smoltcp's two-layer split: `tap.rs` is safe, `sys/tap.rs` holds the
-//! FFI).
+//! System-call wrappers (smoltcp's two-layer split: `tap.rs` and `xdp.rs` are safe, `sys/*`
+//! holds the FFI).
 
+#[cfg(feature = "xdp")]
+pub(crate) mod bpf;
+#[cfg(feature = "tap")]
 pub(crate) mod tap;
+#[cfg(feature = "xdp")]
+pub(crate) mod xdp;
