@@ -57,7 +57,7 @@ pub struct KernelSocket {
 const STASHED: u16 = 0x100;
 
 impl KernelSocket {
-    fn new(fd: OwnedFd) -> Self {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
         KernelSocket {
             fd: sock::SocketFd::new(fd),
             stash: AtomicU16::new(0),
@@ -69,6 +69,23 @@ impl KernelSocket {
 impl KernelSocket {
     /// The raw descriptor (valid until the stack closes the socket; -1 after).
     pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+
+    /// Whether a read took data out of the kernel that no caller has had yet (the byte read
+    /// ahead by `try_read_drained`, or the error found behind it): a second descriptor for
+    /// the socket would not see it.
+    pub(crate) fn has_read_ahead(&self) -> bool {
+        // Relaxed: see `try_read_drained`; a caller that races a read gets either answer.
+        self.stash.load(Ordering::Relaxed) & STASHED != 0
+            || self.pending_errno.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// The descriptor (-1 once the stack closed the socket); lets `TcpStream` and `TcpListener`
+/// implement `AsRawFd`.
+impl AsRawFd for KernelSocket {
+    fn as_raw_fd(&self) -> RawFd {
         self.fd.raw()
     }
 }

@@ -35,7 +35,9 @@ pub mod signal;
 mod source;
 mod sys;
 
+mod resolve;
 mod runtime;
+mod tcp_ext;
 
 pub use backend::{error_kind, KernelBackend, KernelSocket};
 #[cfg(feature = "tap")]
@@ -46,7 +48,9 @@ pub use netpoll_stack::{Error, ErrorKind, Op};
 pub use runtime::{
     backend, handle, now, sleep, spawn, timeout, timeout_at, Builder, MonotonicClock, Runtime,
 };
+pub use resolve::{connect, connect_deadline, lookup_host};
 pub use source::{EpollSource, EventFdNotifier, PollStats};
+pub use tcp_ext::{IntoStdError, TcpListenerExt, TcpStreamExt};
 
 /// A TCP listener on kernel sockets.
 pub type TcpListener = netpoll_stack::TcpListener<KernelBackend>;

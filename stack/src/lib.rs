@@ -35,6 +35,7 @@ extern crate alloc;
 pub mod echo;
 pub mod error;
 mod fd;
+mod raw;
 pub mod split;
 pub mod tcp;
 

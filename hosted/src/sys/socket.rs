@@ -319,6 +319,60 @@ pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     syscall!(shutdown(fd, how)).map(drop)
 }
 
+/// A second descriptor for the same socket, close-on-exec (`fcntl(F_DUPFD_CLOEXEC)`).
+pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)).map(owned)
+}
+
+/// `SO_KEEPALIVE`, and with it the idle time before the first probe and between probes
+/// (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`, whole seconds), as Go's `SetKeepAlivePeriod` sets both.
+pub(crate) fn set_keepalive(fd: RawFd, period_secs: Option<u32>) -> io::Result<()> {
+    if let Some(secs) = period_secs {
+        let secs = secs.clamp(1, i32::MAX as u32) as libc::c_int;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs)?;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs)?;
+    }
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        period_secs.is_some() as libc::c_int,
+    )
+}
+
+/// The keep-alive idle time in seconds, or `None` when keep-alive is off.
+pub(crate) fn keepalive(fd: RawFd) -> io::Result<Option<u32>> {
+    if getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? == 0 {
+        return Ok(None);
+    }
+    let idle = getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)?;
+    Ok(Some(idle.max(0) as u32))
+}
+
+/// The option that holds the hop limit of unicast packets for a socket of `family`:
+/// `IP_TTL` or `IPV6_UNICAST_HOPS`.
+fn ttl_option(fd: RawFd) -> io::Result<(libc::c_int, libc::c_int)> {
+    match local_addr(fd)? {
+        SocketAddr::V4(_) => Ok((libc::IPPROTO_IP, libc::IP_TTL)),
+        SocketAddr::V6(_) => Ok((libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)),
+    }
+}
+
+/// Sets the time-to-live (IPv4) or hop limit (IPv6) of outgoing packets.
+pub(crate) fn set_ttl(fd: RawFd, ttl: u32) -> io::Result<()> {
+    if ttl == 0 || ttl > 255 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let (level, name) = ttl_option(fd)?;
+    setsockopt_int(fd, level, name, ttl as libc::c_int)
+}
+
+/// The time-to-live (IPv4) or hop limit (IPv6) of outgoing packets.
+pub(crate) fn ttl(fd: RawFd) -> io::Result<u32> {
+    let (level, name) = ttl_option(fd)?;
+    getsockopt_int(fd, level, name).map(|v| v.max(0) as u32)
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     // SAFETY: an all-zero rlimit is a valid value.
