@@ -16,8 +16,8 @@
 //! * A failed `accept` (out of descriptors or buffers) backs off, 5 ms doubling to 500 ms,
 //!   logs an error (at most one a second) and keeps serving (as Go's `net/http`).
 //!
-//! Log lines go to the `log` facade: whatever logger the program installed (`env_logger` in
-//! the command, the UEFI console in the guest), or nowhere.
+//! Log lines go to the `log` facade, under [`EchoOptions::log_target`]: whatever logger the
+//! program installed (`env_logger` in the command, the UEFI console in the guest), or nowhere.
 //!
 //! ```
 //! use netpoll_stack::echo::{EchoOptions, EchoServer};
@@ -77,6 +77,9 @@ pub struct EchoOptions {
     /// shutdown (a userspace stack's sockets are not closed by any kernel when the program
     /// ends). Costs one list entry per connection.
     pub track_connections: bool,
+    /// The `log` target of the server's lines, which log filters name. Default: this module
+    /// (`netpoll_stack::echo`); `netpoll echo` uses its own (`netpoll::echo`).
+    pub log_target: &'static str,
 }
 
 impl Default for EchoOptions {
@@ -85,6 +88,7 @@ impl Default for EchoOptions {
             buf_size: 128,
             max_connections: usize::MAX,
             track_connections: false,
+            log_target: module_path!(),
         }
     }
 }
@@ -279,7 +283,7 @@ impl<B: SocketBackend> EchoServer<B> {
         loop {
             match listener.accept().await {
                 Ok((conn, peer)) => {
-                    log::debug!("accepted a connection from {peer}");
+                    log::debug!(target: s.options.log_target, "accepted a connection from {peer}");
                     backoff = Duration::ZERO;
                     // Relaxed: statistics, and a bound checked by this loop alone (the tasks
                     // only decrement it).
@@ -288,6 +292,7 @@ impl<B: SocketBackend> EchoServer<B> {
                         s.refused.fetch_add(1, Ordering::Relaxed);
                         if let Some(left_out) = refuse_limit.allow(handle.now()) {
                             log::warn!(
+                                target: s.options.log_target,
                                 "{} connections open (the limit): refusing {peer} with a \
                                  reset{}",
                                 s.options.max_connections,
@@ -305,7 +310,11 @@ impl<B: SocketBackend> EchoServer<B> {
                     backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
                     if let Some(left_out) = accept_limit.allow(handle.now()) {
                         // An error, not a warning: the server cannot take new clients meanwhile.
-                        log::error!("accept: {e}; retrying in {backoff:?}{}", LeftOut(left_out));
+                        log::error!(
+                            target: s.options.log_target,
+                            "accept: {e}; retrying in {backoff:?}{}",
+                            LeftOut(left_out)
+                        );
                     }
                     handle.sleep(backoff).await;
                 }
@@ -399,22 +408,26 @@ fn report<B: SocketBackend>(s: &Shared<B>, conn: &TcpStream<B>, e: Error) {
         s.errors.fetch_add(1, Ordering::Relaxed);
         log::Level::Warn
     };
-    if !log::log_enabled!(level) {
+    let target = s.options.log_target;
+    if !log::log_enabled!(target: target, level) {
         return;
     }
     match conn.peer_addr() {
-        Ok(peer) => log::log!(level, "connection from {peer}: {e}"),
-        Err(_) => log::log!(level, "connection: {e}"),
+        Ok(peer) => log::log!(target: target, level, "connection from {peer}: {e}"),
+        Err(_) => log::log!(target: target, level, "connection: {e}"),
     }
 }
 
 /// Logs the end of a connection (debug level), outside `echo_conn` so that its task stays
 /// small.
-fn log_closed<B: SocketBackend>(conn: &TcpStream<B>) {
+fn log_closed<B: SocketBackend>(target: &str, conn: &TcpStream<B>) {
+    if !log::log_enabled!(target: target, log::Level::Debug) {
+        return;
+    }
     match conn.peer_addr() {
-        Ok(peer) => log::debug!("connection from {peer} closed"),
+        Ok(peer) => log::debug!(target: target, "connection from {peer} closed"),
         // After a reset the socket may no longer know its peer.
-        Err(_) => log::debug!("connection closed"),
+        Err(_) => log::debug!(target: target, "connection closed"),
     }
 }
 
@@ -451,9 +464,7 @@ fn echo_conn<B: SocketBackend>(
                 break;
             }
         }
-        if log::log_enabled!(log::Level::Debug) {
-            log_closed(&conn);
-        }
+        log_closed(active.0.options.log_target, &conn);
         // Boxed: it runs once, at the end.
         let _ = Box::pin(conn.close()).await;
     }
