@@ -5,12 +5,15 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use netpoll_core::{Clock, Events, Notifier, ReadinessSource, Scheduler};
-use netpoll_drivers::{Config, DriverError, Host, SmolBackend, SmolSource, TapDevice, TapWaiter};
+use netpoll_drivers::smoltcp::phy::Device;
+use netpoll_drivers::{
+    Config, DriverError, Host, SmolBackend, SmolSource, TapDevice, TapWaiter, Wait,
+};
 
 use crate::backend::KernelBackend;
 use crate::runtime::MonotonicClock;
@@ -82,12 +85,15 @@ impl From<io::Error> for MixedError {
 /// never signalled here (a level-triggered wake-up that only a *blocking* `epoll_wait` drains
 /// would keep the epoll fd readable and turn the TAP wait into a busy loop).
 #[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
-pub struct MixedSource {
-    smol: SmolSource<TapDevice, TapWaiter>,
+///
+/// The device is a TAP one by default; any smoltcp device whose waiter can also watch the
+/// epoll descriptor works the same (`netpoll_drivers::XdpDevice`, see [`MixedNet::with_waiter`]).
+pub struct MixedSource<D: Device = TapDevice, W: Wait = TapWaiter> {
+    smol: SmolSource<D, W>,
     epoll: EpollSource,
 }
 
-impl fmt::Debug for MixedSource {
+impl<D: Device, W: Wait> fmt::Debug for MixedSource<D, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MixedSource")
             .field("smol", &self.smol)
@@ -96,14 +102,14 @@ impl fmt::Debug for MixedSource {
     }
 }
 
-impl MixedSource {
+impl<D: Device, W: Wait> MixedSource<D, W> {
     /// The epoll half's syscall counters (its `epoll_wait`s here never block).
     pub fn epoll_stats(&self) -> &PollStats {
         self.epoll.stats()
     }
 }
 
-impl ReadinessSource for MixedSource {
+impl<D: Device, W: Wait> ReadinessSource for MixedSource<D, W> {
     type Error = MixedError;
 
     fn poll(&self, timeout: Option<Duration>, events: &mut dyn Events) -> Result<(), MixedError> {
@@ -122,7 +128,7 @@ impl ReadinessSource for MixedSource {
 
 /// The scheduler type of a [`MixedNet`].
 #[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
-pub type MixedScheduler = Scheduler<MixedSource>;
+pub type MixedScheduler<D = TapDevice, W = TapWaiter> = Scheduler<MixedSource<D, W>>;
 
 /// A scheduler that polls a smoltcp host on a TAP device and kernel sockets at once, with a
 /// socket backend for each. Tasks may use both: a smoltcp listener and a kernel stream in the
@@ -159,21 +165,21 @@ pub type MixedScheduler = Scheduler<MixedSource>;
 /// });
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
-pub struct MixedNet {
+pub struct MixedNet<D: Device = TapDevice, W: Wait = TapWaiter> {
     /// The scheduler; run the application with `scheduler.block_on`.
-    pub scheduler: MixedScheduler,
+    pub scheduler: MixedScheduler<D, W>,
     /// smoltcp sockets on the TAP device (`netpoll_stack::{TcpListener, TcpStream}`).
-    pub smol: SmolBackend<TapDevice>,
+    pub smol: SmolBackend<D>,
     /// Kernel sockets, polled by this scheduler (not by a [`Runtime`](crate::Runtime)).
     pub kernel: KernelBackend,
     /// The smoltcp host (statistics).
-    pub host: Host<TapDevice>,
+    pub host: Host<D>,
     /// The clock the scheduler and the host read: [`MonotonicClock`], so instants agree with
     /// [`crate::now`].
     pub clock: Arc<dyn Clock>,
 }
 
-impl fmt::Debug for MixedNet {
+impl<D: Device, W: Wait> fmt::Debug for MixedNet<D, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MixedNet")
             .field("scheduler", &self.scheduler)
@@ -193,11 +199,25 @@ impl MixedNet {
 
     /// Builds everything on an opened TAP device.
     pub fn with_device(device: TapDevice, config: Config) -> Result<MixedNet, MixedError> {
+        let waiter = device.waiter();
+        MixedNet::with_waiter(device, config, |epoll_fd| waiter.also_watch(epoll_fd))
+    }
+}
+
+impl<D: Device, W: Wait> MixedNet<D, W> {
+    /// Builds everything on any opened smoltcp device: `waiter` receives a duplicate of the
+    /// epoll descriptor and returns the device's waiter watching it too (for TAP,
+    /// `|fd| device.waiter().also_watch(fd)`).
+    pub fn with_waiter(
+        device: D,
+        config: Config,
+        waiter: impl FnOnce(OwnedFd) -> W,
+    ) -> Result<MixedNet<D, W>, MixedError> {
         let poller = Poller::new()?;
         // The waiter owns a duplicate: the epoll instance lives while either is open.
         let epoll_fd = poller.epoll.as_fd().try_clone_to_owned()?;
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
-        let waiter = device.waiter().also_watch(epoll_fd);
+        let waiter = waiter(epoll_fd);
         let host = Host::new(device, config, clock.clone())?;
         let source = MixedSource {
             smol: SmolSource::new(waiter).with_host(host.clone()),

@@ -56,6 +56,7 @@ pub mod sim;
 pub mod smoltcp;
 pub mod suite;
 pub mod tap;
+pub mod xdp;
 
 pub use checked::{Checked, Ledger};
 
