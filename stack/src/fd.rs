@@ -65,6 +65,10 @@ pub(crate) struct Fd<B: SocketBackend> {
     /// then store `true` after it, which is harmless only because every backend raises a read
     /// edge on `shutdown(Read)` (the kernel's RDHUP, the drivers' raised READABLE).
     pub(crate) read_drained: AtomicBool,
+    /// The last non-blocking write (`try_write`, `poll_write`) found the send buffer full, so
+    /// `writable` waits for the next write edge. Cleared by any write that moves bytes and by
+    /// that edge. Relaxed, as `read_drained`: written under the write lock.
+    pub(crate) write_blocked: AtomicBool,
     /// Operations per direction that completed without waiting since the last wait or yield:
     /// the cooperative budget ([`crate::tcp::COOP_BUDGET`]). Relaxed: a scheduling hint.
     pub(crate) streak: [AtomicU8; 2],
@@ -103,6 +107,7 @@ impl<B: SocketBackend> Fd<B> {
             pd,
             socket,
             read_drained: AtomicBool::new(drained),
+            write_blocked: AtomicBool::new(false),
             streak: [AtomicU8::new(0), AtomicU8::new(0)],
             state: AtomicU64::new(0),
             waiters: spin::Mutex::new(None),

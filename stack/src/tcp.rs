@@ -31,6 +31,11 @@ use crate::error::{Error, ErrorKind, Op, TryError};
 use crate::fd::Fd;
 use netpoll_core::backend::{Shutdown, SocketBackend};
 
+// Poll-based I/O and the async I/O trait impls: a child module, so it runs the same private
+// steps (`read_once`, `must_wait_for_edge`, the budget) as the futures here.
+#[path = "poll_io.rs"]
+mod poll_io;
+
 /// Go's default listen backlog when the OS value is unknown (`maxListenerBacklog`).
 pub const DEFAULT_BACKLOG: u32 = 128;
 
@@ -392,12 +397,10 @@ impl<B: SocketBackend> TcpStream<B> {
         if buf.is_empty() {
             return Ok(0);
         }
-        match fd.backend.try_write(&fd.socket, buf) {
-            Ok(0) => Err(err(ErrorKind::BrokenPipe)),
-            Ok(n) => Ok(n),
-            Err(TryError::WouldBlock) => Err(err(ErrorKind::WouldBlock)),
-            Err(TryError::Failed(k)) => Err(err(k)),
-        }
+        poll_io::write_once(fd, buf).map_err(|e| match e {
+            TryError::WouldBlock => err(ErrorKind::WouldBlock),
+            TryError::Failed(k) => err(k),
+        })
     }
 
     /// Writes some of `buf`, waiting until at least one byte is accepted; returns how many.
@@ -443,6 +446,8 @@ impl<B: SocketBackend> TcpStream<B> {
                     Ok(0) => return Err(err(ErrorKind::BrokenPipe).with_transferred(sent)),
                     Ok(n) => {
                         sent += n;
+                        // Relaxed: see `Fd::write_blocked`.
+                        fd.write_blocked.store(false, Ordering::Relaxed);
                         if !all {
                             break;
                         }
