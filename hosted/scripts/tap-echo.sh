@@ -5,6 +5,8 @@
 #
 #   bash hosted/scripts/tap-echo.sh            # build, run, send one message, clean up
 #   KEEP=1 bash hosted/scripts/tap-echo.sh     # leave the server running in the namespace
+#   SERVER_ARGS="--buf 65536 --verbose" bash hosted/scripts/tap-echo.sh   # more server options
+#   NS=mine bash hosted/scripts/tap-echo.sh    # namespace name (default netpoll-demo)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -12,6 +14,7 @@ NS=${NS:-netpoll-demo}
 TAP=${TAP:-nptap0}
 SMOL=10.7.0.2      # smoltcp's address (the server)
 KERNEL=10.7.0.1    # the kernel side of the TAP link (the client)
+read -r -a EXTRA <<<"${SERVER_ARGS:-}"
 
 cargo build --release -q -p netpoll-hosted --bin netpoll
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/netpoll
@@ -28,7 +31,8 @@ cleanup() {
 #    `listening IP:PORT`, to stdout: read it from a pipe instead of guessing when it is ready.
 FIFO=$(mktemp -u)
 mkfifo "$FIFO"
-ip netns exec "$NS" "$BIN" echo --backend tap --tap "$TAP" --addr "$SMOL/24" >"$FIFO" &
+ip netns exec "$NS" "$BIN" echo --backend tap --tap "$TAP" --addr "$SMOL/24" \
+  ${EXTRA[@]+"${EXTRA[@]}"} >"$FIFO" &
 SERVER=$!
 exec 3<"$FIFO"
 rm -f "$FIFO"
