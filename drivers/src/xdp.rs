@@ -295,14 +295,14 @@ impl XdpDevice {
             frame_size,
             frames_per_direction: FRAMES_PER_DIRECTION,
         };
-        let (xsk, mode) = match Xsk::open(ifindex, QUEUE, BindMode::ZeroCopy, geometry) {
+        let (xsk, mode) = match open_socket(ifindex, BindMode::ZeroCopy, geometry) {
             Ok(xsk) => (xsk, XdpMode::ZeroCopy),
             Err(SetupError {
                 step: Step::Bind,
                 error,
             }) => {
                 log::debug!("AF_XDP {name}: zero-copy bind refused ({error}); using copy mode");
-                let xsk = Xsk::open(ifindex, QUEUE, BindMode::Copy, geometry)
+                let xsk = open_socket(ifindex, BindMode::Copy, geometry)
                     .map_err(|e| setup_error(e, interned))?;
                 (xsk, XdpMode::Copy)
             }
@@ -455,6 +455,28 @@ fn flush_tx(tx: &TxPart, shared: &Shared, unwoken: &mut u32) {
     *unwoken = 0;
 }
 
+/// Opens the socket; a bind refused with `EBUSY` is retried for up to a second, since the
+/// kernel releases a closed socket's hold on the queue asynchronously (a server restarted at
+/// once finds the queue still taken).
+fn open_socket(ifindex: u32, mode: BindMode, geometry: Geometry) -> Result<Xsk, SetupError> {
+    let mut tries = 0;
+    loop {
+        match Xsk::open(ifindex, QUEUE, mode, geometry) {
+            Err(e) if e.step == Step::Bind && e.error.raw_os_error() == Some(libc::EBUSY) => {
+                tries += 1;
+                if tries > BIND_BUSY_RETRIES {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How many times a busy bind is retried, 50 ms apart.
+const BIND_BUSY_RETRIES: u32 = 20;
+
 fn check_name(name: &str) -> Result<&'static str, DriverError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(DriverError::InvalidConfig(
@@ -469,6 +491,9 @@ fn setup_error(e: SetupError, name: &'static str) -> DriverError {
         Step::Socket => "creating an AF_XDP socket",
         Step::Umem => REGISTER_UMEM,
         Step::Rings => "setting up the AF_XDP rings",
+        Step::Bind if e.error.raw_os_error() == Some(libc::EBUSY) => {
+            "binding the AF_XDP socket to queue 0 (another AF_XDP socket holds it)"
+        }
         Step::Bind => "binding the AF_XDP socket to queue 0",
     };
     os_error(call, name, &e.error)
