@@ -121,7 +121,7 @@ fn borrowed_halves_read_and_write_at_once_in_one_task() {
         let payload = vec![7u8; 300_000];
         let sending = async {
             write.write_all(&payload).await.unwrap();
-            write.shutdown().unwrap();
+            write.shutdown_write().unwrap();
         };
         let receiving = async {
             let mut got = 0;

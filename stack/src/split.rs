@@ -172,8 +172,10 @@ macro_rules! write_methods {
             self.stream.try_write(buf)
         }
 
-        /// Shuts the write direction down: the peer reads EOF (Go: `CloseWrite`).
-        pub fn shutdown(&self) -> Result<(), Error> {
+        /// Shuts the write direction down: the peer reads EOF (Go: `CloseWrite`). Named as on
+        /// the stream, so that with the `tokio` feature `AsyncWriteExt::shutdown` stays
+        /// reachable as `half.shutdown().await`.
+        pub fn shutdown_write(&self) -> Result<(), Error> {
             self.stream.shutdown_write()
         }
 
@@ -282,4 +284,116 @@ impl<B: SocketBackend> fmt::Debug for ReuniteError<B> {
             .field(&self.1)
             .finish()
     }
+}
+
+/// The async I/O traits on the halves, as on the stream (see `tcp/poll_io.rs`): reads on the
+/// read halves, writes on the write halves, so `tokio::io::copy(&mut read, &mut write)` and
+/// futures' `AsyncReadExt`/`AsyncWriteExt` work on split streams.
+#[cfg(any(feature = "tokio", feature = "futures-io"))]
+mod io_traits {
+    extern crate std;
+
+    use core::pin::Pin;
+    use core::task::{Context, Poll};
+    use std::io;
+
+    use super::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
+    use netpoll_core::backend::SocketBackend;
+
+    #[cfg(feature = "tokio")]
+    macro_rules! tokio_read_for {
+        ($($ty:ty),*) => {$(
+            /// Reads with [`TcpStream::poll_read`](crate::TcpStream::poll_read).
+            impl<B: SocketBackend> tokio::io::AsyncRead for $ty {
+                fn poll_read(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                    buf: &mut tokio::io::ReadBuf<'_>,
+                ) -> Poll<io::Result<()>> {
+                    let n = core::task::ready!(self.stream.poll_read(cx, buf.initialize_unfilled()))?;
+                    buf.advance(n);
+                    Poll::Ready(Ok(()))
+                }
+            }
+        )*};
+    }
+
+    #[cfg(feature = "tokio")]
+    macro_rules! tokio_write_for {
+        ($($ty:ty),*) => {$(
+            /// Writes with [`TcpStream::poll_write`](crate::TcpStream::poll_write);
+            /// `poll_shutdown` shuts the write direction down.
+            impl<B: SocketBackend> tokio::io::AsyncWrite for $ty {
+                fn poll_write(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                    buf: &[u8],
+                ) -> Poll<io::Result<usize>> {
+                    self.stream.poll_write(cx, buf).map_err(Into::into)
+                }
+
+                fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                    self.stream.poll_flush(cx).map_err(Into::into)
+                }
+
+                fn poll_shutdown(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                ) -> Poll<io::Result<()>> {
+                    self.stream.poll_shutdown(cx).map_err(Into::into)
+                }
+            }
+        )*};
+    }
+
+    #[cfg(feature = "tokio")]
+    tokio_read_for!(OwnedReadHalf<B>, ReadHalf<'_, B>);
+    #[cfg(feature = "tokio")]
+    tokio_write_for!(OwnedWriteHalf<B>, WriteHalf<'_, B>);
+
+    #[cfg(feature = "futures-io")]
+    macro_rules! futures_read_for {
+        ($($ty:ty),*) => {$(
+            /// Reads with [`TcpStream::poll_read`](crate::TcpStream::poll_read).
+            impl<B: SocketBackend> futures_io::AsyncRead for $ty {
+                fn poll_read(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                    buf: &mut [u8],
+                ) -> Poll<io::Result<usize>> {
+                    self.stream.poll_read(cx, buf).map_err(Into::into)
+                }
+            }
+        )*};
+    }
+
+    #[cfg(feature = "futures-io")]
+    macro_rules! futures_write_for {
+        ($($ty:ty),*) => {$(
+            /// Writes with [`TcpStream::poll_write`](crate::TcpStream::poll_write);
+            /// `poll_close` shuts the write direction down.
+            impl<B: SocketBackend> futures_io::AsyncWrite for $ty {
+                fn poll_write(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                    buf: &[u8],
+                ) -> Poll<io::Result<usize>> {
+                    self.stream.poll_write(cx, buf).map_err(Into::into)
+                }
+
+                fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                    self.stream.poll_flush(cx).map_err(Into::into)
+                }
+
+                fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                    self.stream.poll_shutdown(cx).map_err(Into::into)
+                }
+            }
+        )*};
+    }
+
+    #[cfg(feature = "futures-io")]
+    futures_read_for!(OwnedReadHalf<B>, ReadHalf<'_, B>);
+    #[cfg(feature = "futures-io")]
+    futures_write_for!(OwnedWriteHalf<B>, WriteHalf<'_, B>);
 }

@@ -72,6 +72,32 @@ async fn owned_halves_echo_in_two_tasks<B: SocketBackend>(env: Env<B>) {
     assert_eq!(echoed, payload);
 }
 
+/// The halves are tokio `AsyncRead`/`AsyncWrite`: `tokio::io::copy` echoes through them
+/// (the io-util crate only, on netpoll's scheduler).
+async fn tokio_copy_echoes_through_owned_halves<B: SocketBackend>(env: Env<B>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (client, server) = env.pair().await;
+    let echo = env.handle.spawn(async move {
+        let (mut read, mut write) = server.into_split();
+        let copied = tokio::io::copy(&mut read, &mut write).await.unwrap();
+        write.shutdown().await.unwrap();
+        copied
+    });
+    let (mut read, mut write) = client.into_split();
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 249) as u8).collect();
+    let to_send = payload.clone();
+    let sender = env.handle.spawn(async move {
+        write.write_all(&to_send).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    read.read_to_end(&mut echoed).await.unwrap();
+    sender.await;
+    assert_eq!(echo.await, payload.len() as u64);
+    assert_eq!(echoed, payload);
+}
+
 macro_rules! instances {
     ($($module:ident => $harness:ty),* $(,)?) => {$(
         mod $module {
@@ -85,6 +111,11 @@ macro_rules! instances {
             #[test]
             fn owned_halves_echo_in_two_tasks() {
                 <$harness>::run(super::owned_halves_echo_in_two_tasks);
+            }
+
+            #[test]
+            fn tokio_copy_echoes_through_owned_halves() {
+                <$harness>::run(super::tokio_copy_echoes_through_owned_halves);
             }
         }
     )*};
