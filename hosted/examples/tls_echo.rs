@@ -76,8 +76,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             wr.close().await
         };
         let reader = async {
+            // A fixed buffer, not `read_to_end`: that zeroes all spare capacity on every read.
             let mut got = Vec::with_capacity(ECHO_LEN);
-            rd.read_to_end(&mut got).await.map(|_| got)
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match rd.read(&mut buf).await? {
+                    0 => return Ok::<_, std::io::Error>(got),
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
         };
         let (written, got) = futures::join!(writer, reader);
         written?;

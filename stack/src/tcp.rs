@@ -232,6 +232,15 @@ impl<B: SocketBackend> TcpListener<B> {
 /// All methods take `&self`: one task may read while another writes, and concurrent reads (or
 /// writes) queue behind each other rather than fail (Go's fdMutex). Clones share the
 /// connection; `close` from any clone wakes every blocked operation with a closed error.
+///
+/// Besides the futures, the stream has poll-based I/O ([`poll_read`](Self::poll_read),
+/// [`poll_write`](Self::poll_write), [`writable`](Self::writable)) with the same deadlines,
+/// close and locking, and implements the async I/O traits of other crates, for `TcpStream`
+/// and `&TcpStream`, behind this crate's features: `futures-io` (`futures_io::AsyncRead`/
+/// `AsyncWrite`), `tokio` (`tokio::io::AsyncRead`/`AsyncWrite`, no tokio runtime) and
+/// `embedded-io-async` (`embedded_io_async::Read`/`Write`). The inherent `read`, `write_all`
+/// and `close` shadow the traits' extension methods of the same names: call those as
+/// `AsyncWriteExt::close(&mut stream)`.
 pub struct TcpStream<B: SocketBackend> {
     pub(crate) fd: Arc<Fd<B>>,
 }
