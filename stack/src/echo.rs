@@ -2,10 +2,10 @@
 //! command (kernel sockets or smoltcp over TAP) and the UEFI guest (smoltcp over virtio-net)
 //! run the same loop.
 //!
-//! * One task per connection. It waits in [`TcpStream::readable`], reads what is there into
-//!   a buffer of [`EchoOptions::buf_size`] bytes and writes it back; only a reply the socket
-//!   cannot take at once waits for room, in a boxed future, so an idle connection holds no
-//!   buffer.
+//! * One task per connection. It waits in [`TcpStream::poll_read_ready`], reads what is
+//!   there into a buffer of [`EchoOptions::buf_size`] bytes and writes it back; only a reply
+//!   the socket cannot take at once waits for room, in a boxed future, so an idle connection
+//!   holds no buffer (its task is 32 bytes).
 //! * End of stream (the peer's FIN, a half-close) ends the connection once everything read
 //!   was written back: the server closes, so the peer receives all its bytes, then EOF.
 //! * A reset or broken pipe from the peer is counted ([`EchoStats::resets`]) and logged at
@@ -40,6 +40,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
+use core::task::{Context, Poll};
 use core::time::Duration;
 
 use netpoll_core::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -431,64 +432,106 @@ fn log_closed<B: SocketBackend>(target: &str, conn: &TcpStream<B>) {
     }
 }
 
-/// Echoes one connection until it ends, then closes it.
+/// The task that echoes one connection until it ends, then closes it.
 ///
-/// A plain `fn` returning an `async move` block, not an `async fn`: an `async fn` keeps a
-/// second copy of its arguments in the future (rust-lang/rust#62958).
-#[allow(clippy::manual_async_fn)] // Deliberate, see above.
-fn echo_conn<B: SocketBackend>(
-    shared: Arc<Shared<B>>,
+/// Written by hand rather than as an `async` block: while idle it holds the stream, the
+/// server and an empty slot (32 bytes). It waits with [`TcpStream::poll_read_ready`], which
+/// keeps no state across `Pending`, so no wait future is stored; an `async` block awaiting
+/// `readable` stores that future and its own state tag besides, one word more for every idle
+/// connection. Only a reply the socket cannot take at once, or the final close, waits in a
+/// boxed future in `pending`.
+struct EchoConn<B: SocketBackend> {
     conn: TcpStream<B>,
-) -> impl Future<Output = ()> + Send {
-    // Made here, not inside the block: a value moved out of a captured one keeps both slots.
-    let active = Active(shared);
-    async move {
-        // No reference into `active` is held across the awaits: each would add a word to
-        // every idle connection's task.
-        loop {
-            let rest = match conn
-                .readable()
-                .await
-                .and_then(|()| echo_now(&conn, &active.0))
-            {
-                Ok(Echo::Done) => continue,
-                Ok(Echo::End) => break,
-                Ok(Echo::Rest(rest)) => rest,
-                Err(e) => {
-                    report(&active.0, &conn, e);
-                    break;
-                }
-            };
-            if let Err(e) = rest.await {
-                report(&active.0, &conn, e);
-                break;
-            }
-        }
-        log_closed(active.0.options.log_target, &conn);
-        // Boxed: it runs once, at the end.
-        let _ = Box::pin(conn.close()).await;
+    active: Active<B>,
+    pending: Option<Pending>,
+}
+
+/// What a connection waits for besides readability: the rest of a reply, or its close.
+type Pending = Pin<Box<dyn Future<Output = Result<Next, Error>> + Send>>;
+
+/// What a connection does once its pending future is done.
+enum Next {
+    /// Waits for the next message.
+    Read,
+    /// Nothing: it is closed.
+    Finished,
+}
+
+fn echo_conn<B: SocketBackend>(shared: Arc<Shared<B>>, conn: TcpStream<B>) -> EchoConn<B> {
+    EchoConn {
+        conn,
+        active: Active(shared),
+        pending: None,
     }
 }
 
-/// The reply bytes a socket did not take at once.
-type Rest<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+impl<B: SocketBackend> EchoConn<B> {
+    /// Logs the end of the connection and starts closing it.
+    fn finish(&mut self) -> Pending {
+        log_closed(self.active.0.options.log_target, &self.conn);
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            let _ = conn.close().await;
+            Ok(Next::Finished)
+        })
+    }
+}
+
+impl<B: SocketBackend> Future for EchoConn<B> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // Woken (or first polled) while not writing: the wake-up is most likely the readiness
+        // this task parked for, so read at once; asking `poll_read_ready` first would take
+        // the read lock once more per message. A spurious wake-up reads nothing and parks.
+        let mut read_first = true;
+        loop {
+            if let Some(pending) = &mut this.pending {
+                let next = core::task::ready!(pending.as_mut().poll(cx));
+                this.pending = None;
+                match next {
+                    Ok(Next::Read) => {}
+                    Ok(Next::Finished) => return Poll::Ready(()),
+                    Err(e) => {
+                        report(&this.active.0, &this.conn, e);
+                        this.pending = Some(this.finish());
+                        continue;
+                    }
+                }
+            }
+            let echoed = if core::mem::take(&mut read_first) {
+                echo_now(&this.conn, &this.active.0)
+            } else {
+                core::task::ready!(this.conn.poll_read_ready(cx))
+                    .and_then(|()| echo_now(&this.conn, &this.active.0))
+            };
+            match echoed {
+                Ok(Echo::Done) => continue,
+                Ok(Echo::Rest(rest)) => this.pending = Some(rest),
+                Ok(Echo::End) => this.pending = Some(this.finish()),
+                Err(e) => {
+                    report(&this.active.0, &this.conn, e);
+                    this.pending = Some(this.finish());
+                }
+            }
+        }
+    }
+}
 
 /// What `echo_now` did.
-enum Echo<'a> {
+enum Echo {
     /// Echoed everything read (or nothing was there after all: the wake-up was a hint).
     Done,
     /// The peer closed its side.
     End,
     /// The socket took only part of the reply: the rest must wait for room.
-    Rest(Rest<'a>),
+    Rest(Pending),
 }
 
 /// Reads what is there and writes it back, without waiting. A plain function: the buffer
 /// lives only in this call (or in the boxed rest).
-fn echo_now<'a, B: SocketBackend>(
-    conn: &'a TcpStream<B>,
-    shared: &'a Shared<B>,
-) -> Result<Echo<'a>, Error> {
+fn echo_now<B: SocketBackend>(conn: &TcpStream<B>, shared: &Arc<Shared<B>>) -> Result<Echo, Error> {
     let buf_size = shared.options.buf_size;
     if buf_size <= SMALL_BUF {
         return echo_on_stack::<B, SMALL_BUF>(conn, buf_size);
@@ -499,11 +542,12 @@ fn echo_now<'a, B: SocketBackend>(
     let mut buf = shared.lend();
     let echo = match echo_step(conn, &mut buf) {
         Ok(Step::Partial { sent, read }) => {
+            let (conn, shared) = (conn.clone(), shared.clone());
             return Ok(Echo::Rest(Box::pin(async move {
                 // The rest keeps the buffer rather than copying out of it.
                 let written = conn.write_all(&buf[sent..read]).await;
                 shared.give_back(buf);
-                written
+                written.map(|()| Next::Read)
             })));
         }
         Ok(Step::Done) => Ok(Echo::Done),
@@ -518,16 +562,16 @@ fn echo_now<'a, B: SocketBackend>(
 fn echo_on_stack<B: SocketBackend, const N: usize>(
     conn: &TcpStream<B>,
     buf_size: usize,
-) -> Result<Echo<'_>, Error> {
+) -> Result<Echo, Error> {
     let mut buf = [0u8; N];
     match echo_step(conn, &mut buf[..buf_size])? {
         Step::Done => Ok(Echo::Done),
         Step::End => Ok(Echo::End),
         Step::Partial { sent, read } => {
-            let rest = buf[sent..read].to_vec();
-            Ok(Echo::Rest(Box::pin(
-                async move { conn.write_all(&rest).await },
-            )))
+            let (conn, rest) = (conn.clone(), buf[sent..read].to_vec());
+            Ok(Echo::Rest(Box::pin(async move {
+                conn.write_all(&rest).await.map(|()| Next::Read)
+            })))
         }
     }
 }

@@ -283,7 +283,7 @@ mod tests {
             let conn = TcpStream::connect(&backend, addr).await.unwrap();
             let server = EchoServer::new(ServerOptions::default());
             let size = std::mem::size_of_val(&server.connection(conn));
-            assert!(size <= 40, "the echo task's future is {size} bytes");
+            assert!(size <= 32, "the echo task's future is {size} bytes");
             listener.close().await.unwrap();
         });
     }
