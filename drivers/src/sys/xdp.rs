@@ -450,6 +450,15 @@ impl Xsk {
         let tx_ring = Ring::<Desc>::map(b, &off.tx, size, libc::XDP_PGOFF_TX_RING as u64)
             .map_err(at(Step::Rings))?;
 
+        // In copy mode every frame in flight is an skb charged to this socket's send buffer
+        // until the receiver frees it; with the default buffer (about 200 KiB) `sendto` stops
+        // after some 90 frames. Room for every TX frame instead (SO_SNDBUFFORCE needs
+        // CAP_NET_ADMIN, which binding needs anyway; SO_SNDBUF is capped by wmem_max).
+        let sndbuf = libc::c_int::try_from(half_len(geometry) * 2).unwrap_or(libc::c_int::MAX);
+        if set_socket_opt(fd.as_fd_ref(), libc::SO_SNDBUFFORCE, sndbuf).is_err() {
+            let _ = set_socket_opt(fd.as_fd_ref(), libc::SO_SNDBUF, sndbuf);
+        }
+
         let flags = libc::XDP_USE_NEED_WAKEUP
             | match mode {
                 BindMode::ZeroCopy => libc::XDP_ZEROCOPY,
@@ -472,7 +481,7 @@ impl Xsk {
         })
         .map_err(at(Step::Bind))?;
 
-        let half = (geometry.frames_per_direction as u64) * geometry.frame_size as u64;
+        let half = half_len(geometry) as u64;
         let frames_at = |first: u64| Frames {
             base: umem.ptr,
             first,
@@ -536,6 +545,26 @@ impl AsFdRef for OwnedFd {
     fn as_fd_ref(&self) -> BorrowedFd<'_> {
         std::os::fd::AsFd::as_fd(self)
     }
+}
+
+/// Bytes of one direction's half of the UMEM.
+fn half_len(geometry: Geometry) -> usize {
+    geometry.frames_per_direction as usize * geometry.frame_size as usize
+}
+
+/// A `SOL_SOCKET` option taking an `int`.
+fn set_socket_opt(fd: BorrowedFd<'_>, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live `int` and its size is passed with it; the kernel only reads.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, value: &T) -> io::Result<()> {
