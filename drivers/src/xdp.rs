@@ -173,7 +173,6 @@ fn os_error(call: &'static str, interface: &'static str, e: &io::Error) -> Drive
     let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
     let call = match errno {
         libc::EAFNOSUPPORT => "creating an AF_XDP socket (the kernel lacks CONFIG_XDP_SOCKETS)",
-        libc::ENODEV if call == FIND_INTERFACE => "finding the interface (no such interface)",
         libc::ENOMEM if call == REGISTER_UMEM => {
             "registering the UMEM (locked-memory limit: raise RLIMIT_MEMLOCK or run as root)"
         }
@@ -186,7 +185,7 @@ fn os_error(call: &'static str, interface: &'static str, e: &io::Error) -> Drive
     }
 }
 
-const FIND_INTERFACE: &str = "finding the interface";
+const FIND_INTERFACE: &str = "looking up interface";
 const REGISTER_UMEM: &str = "registering the UMEM (XDP_UMEM_REG)";
 
 /// `name` as a `&'static str`, so that [`DriverError`] can carry it and stay `Copy`; each
@@ -871,7 +870,7 @@ mod tests {
         let e = XdpDevice::open("npxdp-missing").expect_err("no such interface");
         let text = e.to_string();
         assert!(
-            text.contains("npxdp-missing") && text.contains("no such interface"),
+            text.starts_with("looking up interface npxdp-missing: No such device"),
             "{text}"
         );
     }
