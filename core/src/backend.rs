@@ -126,6 +126,59 @@ pub trait SocketBackend: Clone + Send + Sync + 'static {
     fn close(&self, socket: &Self::Socket, abort: bool);
 }
 
+/// A provider of non-blocking datagram (UDP) sockets, on top of a [`SocketBackend`]: the
+/// datagram sockets share its socket type, so the stack's fd lifecycle (register, deregister,
+/// close exactly once) is the same for both. A TCP-only backend does not implement it.
+///
+/// As with TCP, every method is a non-blocking attempt; after `WouldBlock` the backend must
+/// report a readiness edge for the socket's key when a datagram arrives (read) or when there
+/// is room to send again (write).
+///
+/// ```
+/// use core::net::SocketAddr;
+/// use netpoll_core::backend::{DatagramBackend, TryError};
+///
+/// /// Echoes one datagram back to its sender, if one is queued now.
+/// # #[allow(dead_code)]
+/// fn echo_once<B: DatagramBackend>(b: &B, socket: &B::Socket) -> Result<(), TryError> {
+///     let mut buf = [0u8; 1500];
+///     let (len, from): (usize, SocketAddr) = b.try_recv_from(socket, &mut buf)?;
+///     // `len` is the datagram's whole length: more than `buf.len()` means it was cut.
+///     let n = len.min(buf.len());
+///     b.try_send_to(socket, &buf[..n], Some(from)).map(drop)
+/// }
+/// ```
+pub trait DatagramBackend: SocketBackend {
+    /// Creates a datagram socket bound to `addr`, unregistered. Port 0 picks a free port;
+    /// an unspecified IP receives on every address of the host.
+    fn bind_datagram(&self, addr: SocketAddr) -> Result<Self::Socket, ErrorKind>;
+
+    /// Sets the socket's default peer (Go: `DialUDP`'s `connect`): [`try_send_to`] with no
+    /// address sends there, and only datagrams from it are received afterwards.
+    ///
+    /// [`try_send_to`]: DatagramBackend::try_send_to
+    fn connect_datagram(&self, socket: &Self::Socket, addr: SocketAddr) -> Result<(), ErrorKind>;
+
+    /// Takes the oldest queued datagram, copying what fits into `buf`. Returns the datagram's
+    /// **whole** length (larger than `buf.len()` when the rest was cut off and discarded, as
+    /// `MSG_TRUNC` reports it) and its sender.
+    fn try_recv_from(
+        &self,
+        socket: &Self::Socket,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), TryError>;
+
+    /// Queues `buf` as one datagram to `to`, or to the connected peer when `to` is `None`.
+    /// Returns `buf.len()`: a datagram is sent whole or not at all. `WouldBlock`: no room in
+    /// the send buffer now; a datagram that can never fit is `MessageTooLong`.
+    fn try_send_to(
+        &self,
+        socket: &Self::Socket,
+        buf: &[u8],
+        to: Option<SocketAddr>,
+    ) -> Result<usize, TryError>;
+}
+
 /// Why an operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -163,6 +216,14 @@ pub enum ErrorKind {
     /// A non-blocking attempt (`try_read`, `try_write`) could not proceed now (Go: `EAGAIN`,
     /// which Go's blocking API never shows). Never returned by the waiting operations.
     WouldBlock,
+    /// A received datagram was longer than the buffer: the buffer holds its first bytes, the
+    /// rest was discarded (netpoll reports what Go's `ReadFrom` leaves silent,
+    /// `docs/semantics.md#udp`).
+    MessageTruncated,
+    /// A datagram too large to send at all (Go: `EMSGSIZE`).
+    MessageTooLong,
+    /// `write_to` on a connected datagram socket (Go: `ErrWriteToConnected`).
+    AlreadyConnected,
     /// Any other OS error, by errno.
     Os(i32),
 }
@@ -187,6 +248,9 @@ impl ErrorKind {
             ErrorKind::OutOfResources => "no buffer space available",
             ErrorKind::Unsupported => "operation not supported",
             ErrorKind::WouldBlock => "resource temporarily unavailable",
+            ErrorKind::MessageTruncated => "message truncated: datagram longer than the buffer",
+            ErrorKind::MessageTooLong => "message too long",
+            ErrorKind::AlreadyConnected => "use of WriteTo with pre-connected connection",
             ErrorKind::Os(_) => "os error",
         }
     }

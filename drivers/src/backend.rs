@@ -21,13 +21,13 @@
 use core::fmt;
 use core::net::SocketAddr;
 
-use netpoll_core::backend::{ErrorKind, Shutdown, SocketBackend, TryError};
+use netpoll_core::backend::{DatagramBackend, ErrorKind, Shutdown, SocketBackend, TryError};
 use netpoll_core::{Handle, Key};
 use smoltcp::phy::Device;
 
 use crate::host::{Done, Host, Id};
 
-/// A socket of a [`SmolBackend`]: a stream or a listener. A plain id; the stack closes it
+/// A socket of a [`SmolBackend`]: a stream, a listener or a UDP socket. A plain id; the stack closes it
 /// exactly once through [`SocketBackend::close`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SmolSocket {
@@ -39,6 +39,7 @@ pub struct SmolSocket {
 enum Kind {
     Stream,
     Listener,
+    Datagram,
 }
 
 /// The smoltcp socket backend: what `netpoll_stack::TcpListener` and `TcpStream` run on.
@@ -94,7 +95,15 @@ impl<D: Device> SmolBackend<D> {
     fn stream_id(socket: &SmolSocket) -> Result<Id, ErrorKind> {
         match socket.kind {
             Kind::Stream => Ok(socket.id),
-            Kind::Listener => Err(ErrorKind::InvalidInput),
+            Kind::Listener | Kind::Datagram => Err(ErrorKind::InvalidInput),
+        }
+    }
+
+    /// `socket`'s id if it is a UDP socket.
+    fn datagram_id(socket: &SmolSocket) -> Result<Id, ErrorKind> {
+        match socket.kind {
+            Kind::Datagram => Ok(socket.id),
+            Kind::Stream | Kind::Listener => Err(ErrorKind::InvalidInput),
         }
     }
 }
@@ -131,6 +140,7 @@ where
         self.finish(match socket.kind {
             Kind::Stream => self.host.register_stream(socket.id, key),
             Kind::Listener => self.host.register_listener(socket.id, key),
+            Kind::Datagram => self.host.register_datagram(socket.id, key),
         })
     }
 
@@ -144,6 +154,7 @@ where
         self.finish(match socket.kind {
             Kind::Stream => self.host.deregister_stream(socket.id),
             Kind::Listener => self.host.deregister_listener(socket.id),
+            Kind::Datagram => self.host.deregister_datagram(socket.id),
         })
     }
 
@@ -198,10 +209,14 @@ where
         self.finish(match socket.kind {
             Kind::Listener => self.host.listener_addr(socket.id),
             Kind::Stream => self.host.local_addr(socket.id),
+            Kind::Datagram => self.host.datagram_local_addr(socket.id),
         })
     }
 
     fn peer_addr(&self, socket: &SmolSocket) -> Result<SocketAddr, ErrorKind> {
+        if socket.kind == Kind::Datagram {
+            return self.finish(self.host.datagram_peer_addr(socket.id));
+        }
         let id = Self::stream_id(socket)?;
         self.finish(self.host.peer_addr(id))
     }
@@ -220,6 +235,47 @@ where
         self.finish(match socket.kind {
             Kind::Listener => self.host.close_listener(socket.id),
             Kind::Stream => self.host.close_stream(socket.id, abort),
+            Kind::Datagram => self.host.close_datagram(socket.id),
         })
+    }
+}
+
+/// UDP over smoltcp's `socket-udp` (`host/udp.rs`): bounded rings from the `udp_*` fields of
+/// [`Config`](crate::Config), a datagram longer than the read buffer reported with its whole
+/// length, no IP fragmentation (a datagram must fit the MTU).
+impl<D> DatagramBackend for SmolBackend<D>
+where
+    D: Device + Send + 'static,
+{
+    fn bind_datagram(&self, addr: SocketAddr) -> Result<SmolSocket, ErrorKind> {
+        let id = self.finish(self.host.bind_datagram(addr))?;
+        Ok(SmolSocket {
+            kind: Kind::Datagram,
+            id,
+        })
+    }
+
+    fn connect_datagram(&self, socket: &SmolSocket, addr: SocketAddr) -> Result<(), ErrorKind> {
+        let id = Self::datagram_id(socket)?;
+        self.finish(self.host.connect_datagram(id, addr))
+    }
+
+    fn try_recv_from(
+        &self,
+        socket: &SmolSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), TryError> {
+        let id = Self::datagram_id(socket)?;
+        self.finish(self.host.try_recv_from(id, buf))
+    }
+
+    fn try_send_to(
+        &self,
+        socket: &SmolSocket,
+        buf: &[u8],
+        to: Option<SocketAddr>,
+    ) -> Result<usize, TryError> {
+        let id = Self::datagram_id(socket)?;
+        self.finish(self.host.try_send_to(id, buf, to))
     }
 }

@@ -69,6 +69,16 @@ pub struct Config {
     pub linger: Duration,
     /// Delayed-ACK time of each socket (smoltcp default: 10 ms; `None` acks at once).
     pub ack_delay: Option<Duration>,
+    /// Datagrams a UDP socket can hold received and not yet read; more are dropped, as a
+    /// full kernel receive buffer drops them.
+    pub udp_rx_datagrams: usize,
+    /// Payload bytes a UDP socket can hold received and not yet read.
+    pub udp_rx_buffer: usize,
+    /// Datagrams a UDP socket can hold queued to send.
+    pub udp_tx_datagrams: usize,
+    /// Payload bytes a UDP socket can hold queued to send: also the largest datagram it can
+    /// send (larger is `MessageTooLong`), besides the MTU (no IP fragmentation).
+    pub udp_tx_buffer: usize,
     /// Seed for smoltcp's initial sequence numbers. Fixed by default so that runs are
     /// reproducible; give each boot its own for real networks.
     pub random_seed: u64,
@@ -94,6 +104,10 @@ impl Default for Config {
             ephemeral_ports: (49152, 65535),
             linger: Duration::from_secs(30),
             ack_delay: Some(Duration::from_millis(10)),
+            udp_rx_datagrams: 16,
+            udp_rx_buffer: 16 * 1024,
+            udp_tx_datagrams: 16,
+            udp_tx_buffer: 16 * 1024,
             random_seed: 0x6e65_7470_6f6c_6c00,
         }
     }
@@ -112,6 +126,16 @@ impl Config {
             return Err(DriverError::InvalidConfig(
                 "socket buffers larger than 1 GiB",
             ));
+        }
+        if self.udp_rx_datagrams == 0
+            || self.udp_tx_datagrams == 0
+            || self.udp_rx_buffer == 0
+            || self.udp_tx_buffer == 0
+        {
+            return Err(DriverError::InvalidConfig("UDP buffers must not be empty"));
+        }
+        if self.udp_rx_buffer > MAX_BUFFER || self.udp_tx_buffer > MAX_BUFFER {
+            return Err(DriverError::InvalidConfig("UDP buffers larger than 1 GiB"));
         }
         if self.max_backlog == 0 {
             return Err(DriverError::InvalidConfig("max_backlog must be at least 1"));

@@ -38,6 +38,7 @@ mod sys;
 mod resolve;
 mod runtime;
 mod tcp_ext;
+mod udp;
 
 pub use backend::{error_kind, KernelBackend, KernelSocket};
 #[cfg(feature = "tap")]
@@ -56,6 +57,21 @@ pub use tcp_ext::{IntoStdError, TcpListenerExt, TcpStreamExt};
 pub type TcpListener = netpoll_stack::TcpListener<KernelBackend>;
 /// A TCP connection on kernel sockets.
 pub type TcpStream = netpoll_stack::TcpStream<KernelBackend>;
+/// A UDP socket on kernel sockets (`recvfrom` with `MSG_TRUNC`, so a datagram longer than
+/// the buffer is reported, not cut silently).
+///
+/// ```no_run
+/// use netpoll_hosted::{Runtime, UdpSocket};
+///
+/// Runtime::new().unwrap().block_on(async {
+///     let socket = UdpSocket::bind(&netpoll_hosted::backend(), "127.0.0.1:0".parse().unwrap())?;
+///     let mut buf = [0u8; 1500];
+///     let (n, from) = socket.read_from(&mut buf).await?;
+///     socket.write_to(&buf[..n], from).await?;
+///     Ok::<_, netpoll_hosted::Error>(())
+/// }).unwrap();
+/// ```
+pub type UdpSocket = netpoll_stack::UdpSocket<KernelBackend>;
 
 /// Raises this process's soft open-file limit to the hard limit (servers with thousands of
 /// connections need more than the usual 1,024). Returns the new limit.

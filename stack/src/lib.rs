@@ -38,8 +38,10 @@ mod fd;
 mod raw;
 pub mod split;
 pub mod tcp;
+pub mod udp;
 
 pub use error::{Error, ErrorKind, Op, TryError};
-pub use netpoll_core::backend::{self, Shutdown, SocketBackend};
+pub use netpoll_core::backend::{self, DatagramBackend, Shutdown, SocketBackend};
 pub use netpoll_core::{Handle, Instant};
 pub use tcp::{Readable, TcpListener, TcpStream, COOP_BUDGET, DEFAULT_BACKLOG};
+pub use udp::UdpSocket;

@@ -313,3 +313,37 @@ impl<B: SocketBackend> SocketBackend for Checked<B> {
         }
     }
 }
+
+impl<B: netpoll_stack::DatagramBackend> netpoll_stack::DatagramBackend for Checked<B> {
+    fn bind_datagram(&self, addr: SocketAddr) -> Result<Self::Socket, ErrorKind> {
+        let inner = self.inner.bind_datagram(addr)?;
+        Ok(CheckedSocket {
+            id: self.ledger.create(false),
+            inner,
+        })
+    }
+
+    fn connect_datagram(&self, socket: &Self::Socket, addr: SocketAddr) -> Result<(), ErrorKind> {
+        self.ledger.use_(socket.id, "connect_datagram");
+        self.inner.connect_datagram(&socket.inner, addr)
+    }
+
+    fn try_recv_from(
+        &self,
+        socket: &Self::Socket,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), TryError> {
+        self.ledger.use_(socket.id, "try_recv_from");
+        self.inner.try_recv_from(&socket.inner, buf)
+    }
+
+    fn try_send_to(
+        &self,
+        socket: &Self::Socket,
+        buf: &[u8],
+        to: Option<SocketAddr>,
+    ) -> Result<usize, TryError> {
+        self.ledger.use_(socket.id, "try_send_to");
+        self.inner.try_send_to(&socket.inner, buf, to)
+    }
+}

@@ -222,3 +222,33 @@ impl SocketBackend for TapBackend {
         dispatch!(self, socket, |b, s| b.close(s, abort))
     }
 }
+
+impl netpoll_stack::DatagramBackend for TapBackend {
+    fn bind_datagram(&self, addr: SocketAddr) -> Result<TapSocket, ErrorKind> {
+        match self {
+            TapBackend::Smol(b) => b.bind_datagram(addr).map(TapSocket::Smol),
+            TapBackend::Kernel(b) => b.bind_datagram(addr).map(TapSocket::Kernel),
+        }
+    }
+
+    fn connect_datagram(&self, socket: &TapSocket, addr: SocketAddr) -> Result<(), ErrorKind> {
+        dispatch!(self, socket, |b, s| b.connect_datagram(s, addr))
+    }
+
+    fn try_recv_from(
+        &self,
+        socket: &TapSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), TryError> {
+        dispatch!(self, socket, |b, s| b.try_recv_from(s, buf))
+    }
+
+    fn try_send_to(
+        &self,
+        socket: &TapSocket,
+        buf: &[u8],
+        to: Option<SocketAddr>,
+    ) -> Result<usize, TryError> {
+        dispatch!(self, socket, |b, s| b.try_send_to(s, buf, to))
+    }
+}

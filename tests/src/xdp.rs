@@ -278,3 +278,33 @@ impl SocketBackend for XdpBackend {
         dispatch!(self, socket, |b, s| b.close(s, abort))
     }
 }
+
+impl netpoll_stack::DatagramBackend for XdpBackend {
+    fn bind_datagram(&self, addr: SocketAddr) -> Result<XdpSocket, ErrorKind> {
+        match self {
+            XdpBackend::Smol(b) => b.bind_datagram(addr).map(XdpSocket::Smol),
+            XdpBackend::Kernel(b) => b.bind_datagram(addr).map(XdpSocket::Kernel),
+        }
+    }
+
+    fn connect_datagram(&self, socket: &XdpSocket, addr: SocketAddr) -> Result<(), ErrorKind> {
+        dispatch!(self, socket, |b, s| b.connect_datagram(s, addr))
+    }
+
+    fn try_recv_from(
+        &self,
+        socket: &XdpSocket,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), TryError> {
+        dispatch!(self, socket, |b, s| b.try_recv_from(s, buf))
+    }
+
+    fn try_send_to(
+        &self,
+        socket: &XdpSocket,
+        buf: &[u8],
+        to: Option<SocketAddr>,
+    ) -> Result<usize, TryError> {
+        dispatch!(self, socket, |b, s| b.try_send_to(s, buf, to))
+    }
+}

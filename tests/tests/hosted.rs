@@ -2,3 +2,4 @@
 //! on the multi-worker runtime (two workers).
 
 netpoll_conformance::conformance_suite!(netpoll_conformance::hosted::HostedHarness);
+netpoll_conformance::udp_suite!(netpoll_conformance::hosted::HostedHarness);

@@ -2,6 +2,7 @@
 //! readiness, two workers. Same case names as `hosted.rs`.
 
 netpoll_conformance::conformance_suite!(netpoll_conformance::ipv6::HostedV6Harness);
+netpoll_conformance::udp_suite!(netpoll_conformance::ipv6::HostedV6Harness);
 
 /// The instance really runs over IPv6: both ends of a connection have IPv6 addresses.
 #[test]

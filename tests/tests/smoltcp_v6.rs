@@ -2,6 +2,7 @@
 //! ends smoltcp, neighbours found by NDP). Same case names as `smoltcp.rs`.
 
 netpoll_conformance::conformance_suite!(netpoll_conformance::ipv6::WireV6Harness);
+netpoll_conformance::udp_suite!(netpoll_conformance::ipv6::WireV6Harness);
 
 /// The instance really runs over IPv6: both ends of a connection have IPv6 addresses.
 #[test]

@@ -3,3 +3,4 @@
 //! Skips without root outside CI; fails there.
 
 netpoll_conformance::conformance_suite!(netpoll_conformance::tap::TapHarness);
+netpoll_conformance::udp_suite!(netpoll_conformance::tap::TapHarness);

@@ -3,3 +3,4 @@
 //! its own. Skips without root (or without ethtool) outside CI; fails there.
 
 netpoll_conformance::conformance_suite!(netpoll_conformance::xdp::XdpHarness);
+netpoll_conformance::udp_suite!(netpoll_conformance::xdp::XdpHarness);

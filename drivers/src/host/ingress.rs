@@ -8,7 +8,8 @@
 //! | TCP, 4-tuple filed in the demux map | that socket (a SYN there draws smoltcp's challenge ACK, RFC 9293) |
 //! | SYN for a listener, new 4-tuple | a `LISTEN` socket of the listener's pool; if none, a half-open one is evicted: first one whose SYN-ACK could not leave (its source address does not resolve: spoofed), else the oldest if it is older than `Listener::eviction_age` (a real peer would have answered); otherwise the SYN is dropped and the client retransmits |
 //! | SYN for a 4-tuple in TIME-WAIT | the TIME-WAIT socket is reaped and the SYN treated as new (as Linux does) |
-//! | any other TCP, and everything else (ARP, NDP, ICMP) | smoltcp with no socket: it answers unknown TCP with RST, handles ARP/NDP itself |
+//! | any other TCP | smoltcp with no socket: it answers unknown TCP with RST |
+//! | not TCP (UDP, ARP, NDP, ICMP) | smoltcp with the UDP sockets' set (`host/udp.rs`): it matches UDP by port, handles ARP/NDP itself |
 
 use core::net::SocketAddr;
 
@@ -55,6 +56,7 @@ impl<D: Device> Inner<D> {
                 stats,
                 router,
                 config,
+                udp,
                 ..
             } = self;
             let Some((rx, tx)) = device.receive(ts) else {
@@ -95,6 +97,12 @@ impl<D: Device> Inner<D> {
                                 ts.total_micros(),
                             );
                         }
+                    }
+                    // Not TCP: UDP goes to the datagram sockets (smoltcp matches the port);
+                    // ARP, NDP and ICMP need no socket, and get the UDP set harmlessly.
+                    None if non_tcp => {
+                        let _: PollIngressSingleResult =
+                            iface.poll_ingress_single(ts, &mut one, udp.set_mut());
                     }
                     None => {
                         let _: PollIngressSingleResult =

@@ -13,6 +13,7 @@ mod probe;
 mod slab;
 mod sockets;
 mod stream;
+mod udp;
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
@@ -211,6 +212,8 @@ struct Inner<D: Device> {
     /// poller after unlocking (see `SmolBackend`'s module docs).
     kick: bool,
     stats: HostStats,
+    /// The UDP sockets (`host/udp.rs`).
+    udp: udp::Datagrams,
 }
 
 /// One smoltcp host. Cloning gives another handle to the same host.
@@ -293,6 +296,7 @@ impl<D: Device> Host<D> {
             listeners: Slab::new(),
             reap: Vec::new(),
         };
+        let udp = udp::Datagrams::new(config.ephemeral_ports);
         let inner = Inner {
             iface,
             no_socket: SocketSet::new(Vec::new()),
@@ -311,6 +315,7 @@ impl<D: Device> Host<D> {
             raised: Vec::new(),
             kick: false,
             stats: HostStats::default(),
+            udp,
         };
         Ok(Host {
             inner: Arc::new(spin::Mutex::new(inner)),
@@ -510,6 +515,7 @@ impl<D: Device> Inner<D> {
         more |= n == budget;
         let pass = self.egress(ts);
         more |= pass.more;
+        let udp_delay = self.drive_datagrams(ts, events);
         self.process_dirty(events);
         for (key, r) in self.raised.drain(..) {
             events.push_event(key, r);
@@ -519,6 +525,9 @@ impl<D: Device> Inner<D> {
             .next_due()
             .map(|t| Duration::from_micros(t.saturating_sub(now).max(0) as u64));
         if let Some(d) = self.iface.poll_delay(ts, &self.no_socket).map(from_smol) {
+            delay = Some(delay.map_or(d, |x| x.min(d)));
+        }
+        if let Some(d) = udp_delay {
             delay = Some(delay.map_or(d, |x| x.min(d)));
         }
         if delay == Some(Duration::ZERO) && !more {

@@ -387,6 +387,57 @@ pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+// ===== UDP =====
+
+/// A new non-blocking, close-on-exec UDP socket for `addr`'s family.
+pub(crate) fn udp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    syscall!(socket(
+        domain(addr),
+        libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        0
+    ))
+    .map(owned)
+}
+
+/// `recvfrom` with `MSG_TRUNC`: returns the datagram's whole length (which may exceed
+/// `buf.len()`, the rest being discarded) and its sender.
+pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `buf.len()` bytes and `storage` for `len`; with
+    // `MSG_TRUNC` the kernel still writes at most `buf.len()` bytes.
+    let n = syscall!(recvfrom(
+        fd,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        libc::MSG_TRUNC,
+        (&mut storage as *mut libc::sockaddr_storage).cast(),
+        &mut len
+    ))?;
+    Ok((n as usize, from_raw(&storage)?))
+}
+
+/// `sendto` with `MSG_NOSIGNAL`, to `to` or (with `None`) to the connected peer.
+pub(crate) fn send_to(fd: RawFd, buf: &[u8], to: Option<&SocketAddr>) -> io::Result<usize> {
+    let raw = to.map(to_raw);
+    let (ptr, len) = match &raw {
+        Some((storage, len)) => ((storage as *const libc::sockaddr_storage).cast(), *len),
+        None => (std::ptr::null::<libc::sockaddr>(), 0),
+    };
+    // SAFETY: `buf` is readable for `buf.len()` bytes; `ptr` is null or points at a valid
+    // sockaddr of length `len` that lives until the call returns.
+    syscall!(sendto(
+        fd,
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_NOSIGNAL,
+        ptr,
+        len
+    ))
+    .map(|n| n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@
 //! Every case is `pub async fn <id>_<what><B: SocketBackend>(env: Env<B>)`; the id is the
 //! checklist number (`a01` is item 1, `e48` item 48). [`crate::conformance_suite!`] lists them
 //! all. Items 9, 39 (in part) and 50 are core properties (\[C\]) tested against the core's fake
-//! readiness source; 49 is UDP-only. From F, #60's userspace equivalent (a refused connect)
+//! readiness source; 49 is UDP-only, in [`udp`] (U) with the other UDP cases, which
+//! [`crate::udp_suite!`] lists. From F, #60's userspace equivalent (a refused connect)
 //! is here too (`accept::c60_…`).
 
 use core::future::{poll_fn, Future};
@@ -18,6 +19,7 @@ pub mod close;
 pub mod deadline;
 pub mod read;
 pub mod readable;
+pub mod udp;
 pub mod write;
 
 /// Polls `fut` exactly once from the current task. Lets a case interleave two operations
