@@ -55,6 +55,8 @@ pub struct Error {
     op: Op,
     kind: ErrorKind,
     transferred: usize,
+    /// From a UDP socket: the message says `udp` where a stream's says `tcp` (Go: `OpError.Net`).
+    udp: bool,
 }
 
 impl Error {
@@ -64,7 +66,14 @@ impl Error {
             op,
             kind,
             transferred: 0,
+            udp: false,
         }
+    }
+
+    /// The same error, from a UDP socket.
+    pub(crate) const fn on_udp(mut self) -> Self {
+        self.udp = true;
+        self
     }
 
     pub(crate) const fn with_transferred(mut self, n: usize) -> Self {
@@ -114,7 +123,8 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} tcp: {}", self.op.as_str(), self.kind)
+        let net = if self.udp { "udp" } else { "tcp" };
+        write!(f, "{} {net}: {}", self.op.as_str(), self.kind)
     }
 }
 

@@ -89,13 +89,18 @@ fn wait<B: DatagramBackend>(fd: &Fd<B>, dir: Direction) -> ReadinessWait<'_> {
 }
 
 fn wait_error(op: Op) -> impl Fn(PollError) -> Error {
-    move |e| Error::new(op, e.into())
+    move |e| udp_error(op, e.into())
+}
+
+/// An error of `op` on a UDP socket (its message says `udp`).
+fn udp_error(op: Op, kind: ErrorKind) -> Error {
+    Error::new(op, kind).on_udp()
 }
 
 impl<B: DatagramBackend> UdpSocket<B> {
     /// Binds a UDP socket to `addr` (port 0 picks a free port). Go: `net.ListenUDP`.
     pub fn bind(backend: &B, addr: SocketAddr) -> Result<Self, Error> {
-        let err = |k| Error::new(Op::Listen, k);
+        let err = |k| udp_error(Op::Listen, k);
         let socket = backend.bind_datagram(addr).map_err(err)?;
         let fd = Fd::new(backend, socket).map_err(err)?;
         Ok(UdpSocket {
@@ -109,7 +114,7 @@ impl<B: DatagramBackend> UdpSocket<B> {
     /// [`ErrorKind::AlreadyConnected`] afterwards (Go: `ErrWriteToConnected`). May be called
     /// again to change the peer. Go: the `connect` of `net.DialUDP`.
     pub fn connect(&self, addr: SocketAddr) -> Result<(), Error> {
-        let err = |k| Error::new(Op::Connect, k);
+        let err = |k| udp_error(Op::Connect, k);
         let _ref = self.fd.incref().map_err(err)?;
         self.fd
             .backend
@@ -127,7 +132,7 @@ impl<B: DatagramBackend> UdpSocket<B> {
     /// ([`Error::transferred`]), the rest is discarded, and the next read gets the next
     /// datagram. Go returns the cut length with no error instead.
     pub async fn read_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), Error> {
-        let err = |k| Error::new(Op::Read, k);
+        let err = |k| udp_error(Op::Read, k);
         let fd = &*self.fd;
         if budget_spent(fd, Direction::Read) {
             netpoll_core::yield_now().await;
@@ -161,7 +166,7 @@ impl<B: DatagramBackend> UdpSocket<B> {
     pub async fn write_to(&self, buf: &[u8], addr: SocketAddr) -> Result<usize, Error> {
         // Acquire: pairs with the Release store in `connect`.
         if self.connected.load(Ordering::Acquire) {
-            return Err(Error::new(Op::Write, ErrorKind::AlreadyConnected));
+            return Err(udp_error(Op::Write, ErrorKind::AlreadyConnected));
         }
         self.send(buf, Some(addr)).await
     }
@@ -171,13 +176,13 @@ impl<B: DatagramBackend> UdpSocket<B> {
     pub async fn write(&self, buf: &[u8]) -> Result<usize, Error> {
         // Acquire: pairs with the Release store in `connect`.
         if !self.connected.load(Ordering::Acquire) {
-            return Err(Error::new(Op::Write, ErrorKind::NotConnected));
+            return Err(udp_error(Op::Write, ErrorKind::NotConnected));
         }
         self.send(buf, None).await
     }
 
     async fn send(&self, buf: &[u8], to: Option<SocketAddr>) -> Result<usize, Error> {
-        let err = |k| Error::new(Op::Write, k);
+        let err = |k| udp_error(Op::Write, k);
         let fd = &*self.fd;
         if budget_spent(fd, Direction::Write) {
             netpoll_core::yield_now().await;
@@ -199,25 +204,25 @@ impl<B: DatagramBackend> UdpSocket<B> {
 
     /// The bound address (with the real port if bound to port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
+        let _ref = self.fd.incref().map_err(|k| udp_error(Op::Get, k))?;
         self.fd
             .backend
             .local_addr(&self.fd.socket)
-            .map_err(|k| Error::new(Op::Get, k))
+            .map_err(|k| udp_error(Op::Get, k))
     }
 
     /// The connected peer; [`ErrorKind::NotConnected`] before [`connect`](Self::connect).
     pub fn peer_addr(&self) -> Result<SocketAddr, Error> {
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Get, k))?;
+        let _ref = self.fd.incref().map_err(|k| udp_error(Op::Get, k))?;
         self.fd
             .backend
             .peer_addr(&self.fd.socket)
-            .map_err(|k| Error::new(Op::Get, k))
+            .map_err(|k| udp_error(Op::Get, k))
     }
 
     fn set_deadlines(&self, dirs: &[Direction], deadline: Option<Instant>) -> Result<(), Error> {
         // Go: `incref` first, so a closed socket reports closed.
-        let _ref = self.fd.incref().map_err(|k| Error::new(Op::Set, k))?;
+        let _ref = self.fd.incref().map_err(|k| udp_error(Op::Set, k))?;
         self.fd
             .backend
             .handle()
@@ -248,7 +253,7 @@ impl<B: DatagramBackend> UdpSocket<B> {
         self.fd
             .close(false)
             .await
-            .map_err(|k| Error::new(Op::Close, k))
+            .map_err(|k| udp_error(Op::Close, k))
     }
 
     /// The scheduler this socket is polled by.

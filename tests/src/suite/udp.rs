@@ -142,6 +142,11 @@ pub async fn u75_udp_read_deadline_fires<B: DatagramBackend>(env: Env<B>) {
         .expect_err("nothing was sent: the deadline must fire");
     let took = env.since(t0);
     assert_timeout(&e, Op::Read);
+    assert_eq!(
+        e.to_string(),
+        "read udp: i/o timeout",
+        "Go's message, with the network"
+    );
     assert!(
         took >= 90 * MS && took < PROMPT,
         "100 ms deadline fired after {took:?}"
@@ -246,6 +251,10 @@ pub async fn u77_udp_truncated_datagram_is_reported<B: DatagramBackend>(env: Env
     assert_eq!(e.transferred(), 10, "the bytes that fit were delivered");
     assert_eq!(&small[..], &long[..10]);
     assert!(!e.is_timeout() && !e.is_closed(), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "read udp: message truncated: datagram longer than the buffer"
+    );
     client.write_to(b"next", server_addr).await.expect("next");
     let mut buf = [0u8; 200];
     let (n, _) = env
