@@ -264,9 +264,7 @@ impl<D: Device> Inner<D> {
         buf: &[u8],
         to: Option<SocketAddr>,
     ) -> Result<usize, TryError> {
-        // No IP fragmentation: a datagram must fit one IP packet (8-byte UDP header, and
-        // IPv6's 40-byte header as the worst case).
-        let max_payload = self.caps.ip_mtu().saturating_sub(48);
+        let ip_mtu = self.caps.ip_mtu();
         let udp = &mut self.udp;
         let sock = udp.socks.get(id).ok_or(ErrorKind::Closed)?;
         let to = match to {
@@ -276,6 +274,13 @@ impl<D: Device> Inner<D> {
             Some(a) => IpEndpoint::from(a),
             None => sock.peer.ok_or(ErrorKind::NotConnected)?,
         };
+        // No IP fragmentation: a datagram must fit one IP packet with its IP and 8-byte UDP
+        // headers.
+        let ip_header = match to.addr {
+            IpAddress::Ipv4(_) => 20,
+            IpAddress::Ipv6(_) => 40,
+        };
+        let max_payload = ip_mtu.saturating_sub(ip_header + 8);
         let handle = sock.handle;
         let socket = udp.socket(handle);
         if buf.len() > socket.payload_send_capacity() || buf.len() > max_payload {
