@@ -301,3 +301,22 @@ fn netpoll_log_and_verbose_show_connection_events() {
         server.stop();
     }
 }
+
+/// `--udp`: a kernel UDP client's datagrams come back from the printed address, and TCP echo
+/// still works on the same port.
+#[test]
+fn udp_echo_sends_each_datagram_back() {
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--udp"], None);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for msg in [&b"hello udp"[..], &[7u8; 1400], b""] {
+        client.send_to(msg, server.addr).unwrap();
+        let (n, from) = client.recv_from(&mut buf).expect("the echoed datagram");
+        assert_eq!((&buf[..n], from), (msg, server.addr));
+    }
+    echo_once(server.addr, b"tcp too");
+    assert_eq!(server.stop(), "");
+}

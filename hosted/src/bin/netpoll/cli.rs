@@ -54,6 +54,8 @@ Options:
                     accept pool: N smoltcp sockets with both buffers allocated up front
                     (at most 1 GiB in all)
   --buf BYTES       Per-connection read buffer size, 1 to 16777216 [default: 128]
+  --udp             Also echo UDP on the same address and port: each datagram is sent back
+                    to its sender (a datagram longer than 64 KiB is dropped and logged)
   --quiet           Log errors only (not each connection's errors)
   --verbose         Log at debug level: each connection accepted and closed, each reset by
                     its peer (otherwise only counted in the summary at exit)
@@ -137,6 +139,8 @@ pub struct EchoOptions {
     pub listen: Vec<SocketAddr>,
     pub buf: usize,
     pub workers: Option<usize>,
+    /// Also serve UDP echo on the bound address (`--udp`).
+    pub udp: bool,
     pub quiet: bool,
     pub verbose: bool,
     pub backend: Backend,
@@ -284,6 +288,7 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
         listen: Vec::new(),
         buf: 128,
         workers: None,
+        udp: false,
         quiet: false,
         verbose: false,
         backend: Backend::Epoll,
@@ -368,6 +373,7 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
                 opts.workers = Some(parse_in("--workers", &v, 1..=1024, "").map_err(err)?);
                 epoll_only.push("--workers");
             }
+            Arg::Long("udp") => opts.udp = true,
             Arg::Long("quiet") => opts.quiet = true,
             Arg::Long("verbose") => opts.verbose = true,
             Arg::Value(v) => {

@@ -17,7 +17,9 @@ use netpoll_drivers::{
 };
 use netpoll_hosted::{signal, Runtime};
 use netpoll_stack::echo::{self as shared, EchoOptions as ServerOptions, EchoServer};
-use netpoll_stack::{SocketBackend, TcpListener, DEFAULT_BACKLOG};
+use netpoll_stack::{
+    DatagramBackend, ErrorKind, SocketBackend, TcpListener, UdpSocket, DEFAULT_BACKLOG,
+};
 
 use crate::cli::{Backend, EchoOptions};
 
@@ -106,7 +108,7 @@ fn announce(addr: SocketAddr) {
 
 /// Listens, serves until SIGINT/SIGTERM, then closes the listener (and, on smoltcp, every
 /// connection).
-async fn echo_server<B: SocketBackend>(
+async fn echo_server<B: DatagramBackend>(
     backend: B,
     opts: &EchoOptions,
     engine: &str,
@@ -116,7 +118,18 @@ async fn echo_server<B: SocketBackend>(
     let listener = bind_first(&backend, &opts.listen, backlog)?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let handle = listener.handle().clone();
-    say!("netpoll echo: listening on {addr} (backend {engine})");
+    // `--udp`: the same address and port, bound before the address is announced.
+    let udp = match opts.udp {
+        true => {
+            let socket = UdpSocket::bind(&backend, addr)
+                .map_err(|e| format!("cannot bind UDP on {addr}: {e}"))?;
+            handle.spawn(udp_echo(socket.clone()));
+            Some(socket)
+        }
+        false => None,
+    };
+    let also = if udp.is_some() { ", UDP too" } else { "" };
+    say!("netpoll echo: listening on {addr} (backend {engine}{also})");
     announce(addr);
     // The kernel closes its sockets when the process exits; smoltcp's need us.
     let server = EchoServer::new(ServerOptions {
@@ -140,6 +153,10 @@ async fn echo_server<B: SocketBackend>(
     say!("netpoll echo: shutting down");
     server.begin_shutdown();
     let _ = listener.close().await;
+    if let Some(udp) = &udp {
+        // Ends `udp_echo`: its blocked read fails with the closed error.
+        let _ = udp.close().await;
+    }
     if let Some(tap) = &tap {
         let (n, reset) = shared::close_all(&server, &handle, SHUTDOWN_GRACE).await;
         // Keeps the scheduler (so smoltcp) running until the last frames have left.
@@ -161,6 +178,30 @@ async fn echo_server<B: SocketBackend>(
         stats.resets
     );
     Ok(())
+}
+
+/// `--udp`: sends every datagram back to its sender until the socket is closed. A datagram
+/// longer than the buffer (64 KiB, more than any UDP payload over IPv4) is logged and
+/// dropped rather than echoed cut.
+async fn udp_echo<B: DatagramBackend>(socket: UdpSocket<B>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match socket.read_from(&mut buf).await {
+            Ok((n, from)) => {
+                if let Err(e) = socket.write_to(&buf[..n], from).await {
+                    log::warn!("udp: echo to {from}: {e}");
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::MessageTruncated => {
+                log::warn!("udp: {e}: datagram dropped");
+            }
+            Err(e) if e.is_closed() => return,
+            Err(e) => {
+                log::error!("udp: {e}: no more UDP echo");
+                return;
+            }
+        }
+    }
 }
 
 /// Runs `netpoll echo` until SIGINT or SIGTERM.
