@@ -114,17 +114,28 @@ fn usage_errors_are_one_line_and_a_hint_with_status_2() {
         ),
         (
             &["echo", "--backend", "dpdk"],
-            "--backend \"dpdk\": unknown backend (known: epoll, tap)",
+            "--backend \"dpdk\": unknown backend (known: epoll, tap, xdp)",
             echo_hint,
         ),
         (
             &["echo", "--tap", "nptap9", "--rx-buf", "4096"],
-            "options --tap, --rx-buf apply only to --backend tap",
+            "option --tap applies only to --backend tap; option --rx-buf applies only to \
+             --backend tap or xdp",
             echo_hint,
         ),
         (
             &["echo", "--pcap", "x.pcap"],
-            "option --pcap applies only to --backend tap",
+            "option --pcap applies only to --backend tap or xdp",
+            echo_hint,
+        ),
+        (
+            &["echo", "--backend", "xdp", "--addr", "10.6.0.2/24"],
+            "--backend xdp needs --iface NAME (the interface whose queue 0 it takes)",
+            echo_hint,
+        ),
+        (
+            &["echo", "--iface", "veth1"],
+            "option --iface applies only to --backend xdp",
             echo_hint,
         ),
         (

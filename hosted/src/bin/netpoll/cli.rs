@@ -45,11 +45,15 @@ Once listening, prints one line `listening IP:PORT` to stdout (the bound address
 Options:
   --listen ADDR     Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (resolved; the
                     first address the backend can listen on is used)
-                    [default: 127.0.0.1:9009; with --backend tap, the --addr IP, port 9009]
+                    [default: 127.0.0.1:9009; with --backend tap or xdp, the --addr IP,
+                    port 9009]
   --backend NAME    I/O engine [default: epoll]:
                       epoll  the kernel TCP stack, readiness from epoll
                       tap    smoltcp (userspace TCP/IP) over a TAP device; needs
                              CAP_NET_ADMIN. See README (TAP walkthrough)
+                      xdp    smoltcp over an AF_XDP socket on queue 0 of --iface
+                             (kernel bypass: the interface's frames skip the kernel's
+                             IP stack); needs root. See hosted/scripts/xdp-echo.sh
   --backlog N       Listen backlog, 1 to 65535 [default: 128]; with the tap backend the
                     accept pool: N smoltcp sockets with both buffers allocated up front
                     (at most 1 GiB in all)
@@ -64,9 +68,18 @@ Options:
 Epoll backend options:
   --workers N       Worker threads, 1 to 1024 [default: number of CPUs]
 
+Xdp backend options:
+  --iface NAME      Interface whose queue 0 the AF_XDP socket takes (required); an XDP
+                    program redirects its frames to smoltcp while the server runs.
+                    Zero-copy if the driver has it, else copy mode (veth); the mode is
+                    printed at startup. On veth, turn the peer's offloads off
+                    (ethtool -K PEER tx off gso off tso off)
+
 Tap backend options:
   --tap NAME        TAP interface to create or attach to [default: nptap0]
-  --addr CIDR       smoltcp's own address on the TAP link [default: 10.7.0.2/24];
+
+Tap and xdp backend options (smoltcp):
+  --addr CIDR       smoltcp's own address on the link [default: 10.7.0.2/24];
                     --listen must use this address or 0.0.0.0
   --gateway IP      smoltcp's default IPv4 route [default: none]
   --rx-buf BYTES    smoltcp's receive buffer per TCP socket, 1024 to 16777216
@@ -131,6 +144,28 @@ impl UsageError {
 pub enum Backend {
     Epoll,
     Tap,
+    Xdp,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Epoll => "epoll",
+            Backend::Tap => "tap",
+            Backend::Xdp => "xdp",
+        }
+    }
+}
+
+/// The backends an engine option applies to, as an error message names them.
+fn backends_of(option: &str) -> &'static str {
+    match option {
+        "--workers" => "epoll",
+        "--tap" => "tap",
+        "--iface" => "xdp",
+        // The smoltcp options.
+        _ => "tap or xdp",
+    }
 }
 
 #[derive(Debug)]
@@ -145,6 +180,8 @@ pub struct EchoOptions {
     pub verbose: bool,
     pub backend: Backend,
     pub tap: String,
+    /// The AF_XDP backend's interface (`--iface`).
+    pub iface: Option<String>,
     pub addr: (Ipv4Addr, u8),
     pub gateway: Option<Ipv4Addr>,
     pub rx_buf: Option<usize>,
@@ -293,6 +330,7 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
         verbose: false,
         backend: Backend::Epoll,
         tap: "nptap0".into(),
+        iface: None,
         addr: (Ipv4Addr::new(10, 7, 0, 2), 24),
         gateway: None,
         rx_buf: None,
@@ -304,6 +342,7 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
     // Options given that only one backend reads, to reject them with the other.
     let mut tap_only = Vec::new();
     let mut epoll_only = Vec::new();
+    let mut xdp_only = Vec::new();
     let err = UsageError::echo;
     while let Some(arg) = parser.next().map_err(|e| err(e.to_string()))? {
         match arg {
@@ -314,9 +353,10 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
                 opts.backend = match string_value(parser)?.as_str() {
                     "epoll" => Backend::Epoll,
                     "tap" => Backend::Tap,
+                    "xdp" => Backend::Xdp,
                     other => {
                         return Err(err(format!(
-                            "--backend {other:?}: unknown backend (known: epoll, tap)"
+                            "--backend {other:?}: unknown backend (known: epoll, tap, xdp)"
                         )))
                     }
                 }
@@ -324,6 +364,14 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
             Arg::Long("tap") => {
                 opts.tap = string_value(parser)?;
                 tap_only.push("--tap");
+            }
+            Arg::Long("iface") => {
+                let v = string_value(parser)?;
+                if v.is_empty() {
+                    return Err(err("--iface: expected an interface name".into()));
+                }
+                opts.iface = Some(v);
+                xdp_only.push("--iface");
             }
             Arg::Long("addr") => {
                 opts.addr = parse_cidr(&string_value(parser)?).map_err(err)?;
@@ -388,27 +436,48 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
     if opts.quiet && opts.verbose {
         return Err(err("--quiet and --verbose exclude each other".into()));
     }
-    let (wrong, other) = match opts.backend {
-        Backend::Epoll => (tap_only, "tap"),
-        Backend::Tap => (epoll_only, "epoll"),
-    };
+    // Options of another backend, grouped by the backends they apply to, in order given.
+    let mut wrong: Vec<(&str, Vec<&str>)> = Vec::new();
+    for option in tap_only.into_iter().chain(epoll_only).chain(xdp_only) {
+        let applies = backends_of(option);
+        if applies.split(" or ").any(|b| b == opts.backend.name()) {
+            continue;
+        }
+        match wrong.iter_mut().find(|(a, _)| *a == applies) {
+            Some((_, options)) => options.push(option),
+            None => wrong.push((applies, vec![option])),
+        }
+    }
     if !wrong.is_empty() {
-        let (s, verb) = if wrong.len() == 1 {
-            ("", "applies")
-        } else {
-            ("s", "apply")
-        };
-        return Err(err(format!(
-            "option{s} {} {verb} only to --backend {other}",
-            wrong.join(", ")
-        )));
+        let clauses: Vec<String> = wrong
+            .iter()
+            .map(|(applies, options)| {
+                let (s, verb) = if options.len() == 1 {
+                    ("", "applies")
+                } else {
+                    ("s", "apply")
+                };
+                format!(
+                    "option{s} {} {verb} only to --backend {applies}",
+                    options.join(", ")
+                )
+            })
+            .collect();
+        return Err(err(clauses.join("; ")));
+    }
+    if opts.backend == Backend::Xdp && opts.iface.is_none() {
+        return Err(err(
+            "--backend xdp needs --iface NAME (the interface whose queue 0 it takes)".into(),
+        ));
     }
     opts.listen = match (&listen, opts.backend) {
         (Some(v), _) => resolve_listen(v).map_err(err)?,
         (None, Backend::Epoll) => vec![SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT))],
-        (None, Backend::Tap) => vec![SocketAddr::from((opts.addr.0, DEFAULT_PORT))],
+        (None, Backend::Tap | Backend::Xdp) => {
+            vec![SocketAddr::from((opts.addr.0, DEFAULT_PORT))]
+        }
     };
-    if opts.backend == Backend::Tap {
+    if opts.backend != Backend::Epoll {
         order_for_tap(&mut opts.listen, opts.addr.0);
         let backlog = opts.backlog.unwrap_or(DEFAULT_BACKLOG) as usize;
         let defaults = Config::default();
@@ -544,7 +613,47 @@ mod tests {
                 "--backend",
                 "epoll",
             ]),
-            "options --addr, --gateway, --rx-buf, --tx-buf, --pcap apply only to --backend tap"
+            "options --addr, --gateway, --rx-buf, --tx-buf, --pcap apply only to --backend tap \
+             or xdp"
+        );
+        assert_eq!(
+            echo_err(&[
+                "--backend",
+                "xdp",
+                "--iface",
+                "eth1",
+                "--tap",
+                "t0",
+                "--workers",
+                "2"
+            ]),
+            "option --tap applies only to --backend tap; option --workers applies only to \
+             --backend epoll"
+        );
+        assert_eq!(
+            echo_err(&["--iface", "eth1"]),
+            "option --iface applies only to --backend xdp"
+        );
+        assert_eq!(
+            echo_err(&["--backend", "xdp"]),
+            "--backend xdp needs --iface NAME (the interface whose queue 0 it takes)"
+        );
+        let o = echo(&[
+            "--backend",
+            "xdp",
+            "--iface",
+            "veth1",
+            "--addr",
+            "10.6.0.2/24",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                o.backend,
+                o.iface.as_deref(),
+                o.listen[0].to_string().as_str()
+            ),
+            (Backend::Xdp, Some("veth1"), "10.6.0.2:9009")
         );
         assert_eq!(
             echo_err(&["--backend", "tap", "--workers", "2"]),

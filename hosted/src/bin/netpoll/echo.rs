@@ -14,6 +14,7 @@ use netpoll_drivers::smoltcp::phy::Device;
 use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
 use netpoll_drivers::{
     capture, Config, Host, MonotonicClock, PcapFile, SmolBackend, SmolSource, TapDevice, TapWaiter,
+    Wait, XdpDevice,
 };
 use netpoll_hosted::{signal, Runtime};
 use netpoll_stack::echo::{self as shared, EchoOptions as ServerOptions, EchoServer};
@@ -49,7 +50,8 @@ async fn race<A: Future<Output = ()>, B: Future<Output = ()>>(a: A, b: B) {
 struct TapExtras {
     /// smoltcp sockets alive (`Host::stats().sockets`).
     sockets: Box<dyn Fn() -> usize + Send + Sync>,
-    link: TapWaiter,
+    /// The TAP device's link state (`None`: a device without one, AF_XDP).
+    link: Option<TapWaiter>,
     name: String,
 }
 
@@ -61,10 +63,13 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 /// Logs the TAP link going down and coming back (the device notices when a frame is refused,
 /// or flows again).
 async fn watch_link(handle: Handle, tap: &TapExtras) {
+    let Some(link) = &tap.link else {
+        return std::future::pending().await;
+    };
     let (mut up, mut downs) = (true, 0);
     loop {
         handle.sleep(Duration::from_millis(250)).await;
-        let (now_up, now_downs) = (tap.link.link_up(), tap.link.link_downs());
+        let (now_up, now_downs) = (link.link_up(), link.link_downs());
         if now_downs != downs {
             log::warn!(
                 "TAP {}: link down; frames are lost until it is back (TCP retransmits them)",
@@ -223,12 +228,12 @@ pub fn run(opts: EchoOptions) -> Result<(), String> {
                 .map_err(|e| format!("epoll failed: {e}"))?
         }
         Backend::Tap => run_tap(&opts),
+        Backend::Xdp => run_xdp(&opts),
     }
 }
 
-/// The tap backend: opens the TAP device (and the capture file), runs the server, and writes
-/// out the capture however the server ended.
-fn run_tap(opts: &EchoOptions) -> Result<(), String> {
+/// The smoltcp configuration the options of the tap and xdp backends ask for.
+fn smoltcp_config(opts: &EchoOptions) -> Config {
     let (ip, prefix) = opts.addr;
     let mut config = Config::with_address(
         IpCidr::new(ip.into(), prefix),
@@ -245,6 +250,78 @@ fn run_tap(opts: &EchoOptions) -> Result<(), String> {
     if let Some(n) = opts.backlog {
         config.max_backlog = config.max_backlog.max(n);
     }
+    config
+}
+
+/// `--pcap`'s file, created.
+fn pcap_file(opts: &EchoOptions) -> Result<Option<(&std::path::Path, PcapFile)>, String> {
+    Ok(match &opts.pcap {
+        Some(path) => Some((
+            path.as_path(),
+            PcapFile::create(path).map_err(|e| format!("--pcap {}: {e}", path.display()))?,
+        )),
+        None => None,
+    })
+}
+
+/// Writes out `--pcap`'s capture (however the server ended).
+fn finish_pcap(pcap: Option<(&std::path::Path, PcapFile)>) -> Result<(), String> {
+    if let Some((path, file)) = pcap {
+        file.flush()
+            .map_err(|e| format!("--pcap {}: {e}", path.display()))?;
+        say!(
+            "netpoll echo: wrote {} frame(s) to {}",
+            file.frames(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The xdp backend: opens the AF_XDP socket on `--iface` (loading and attaching the XDP
+/// program), runs the server, and writes out the capture however the server ended.
+fn run_xdp(opts: &EchoOptions) -> Result<(), String> {
+    let config = smoltcp_config(opts);
+    let (ip, prefix) = opts.addr;
+    let iface = opts.iface.as_deref().unwrap_or_default();
+    let pcap = pcap_file(opts)?;
+    let device =
+        XdpDevice::open_with_mtu(iface, config.mtu).map_err(|e| format!("xdp backend: {e}"))?;
+    let hook = if device.generic_hook() {
+        "generic"
+    } else {
+        "driver"
+    };
+    let engine = format!(
+        "xdp, AF_XDP on {iface} queue 0, {} mode, {hook} XDP hook",
+        device.mode()
+    );
+    say!(
+        "netpoll echo: smoltcp on AF_XDP {iface} queue 0 ({} mode, {hook} XDP hook) as          {ip}/{prefix}",
+        device.mode()
+    );
+    // The waiter sleeps on the socket; a capture wrapped around the device keeps it.
+    let waiter = device.waiter();
+    let served = match &pcap {
+        Some((_, file)) => serve_tap(
+            capture(device, file.clone()),
+            waiter,
+            None,
+            config,
+            opts,
+            &engine,
+        ),
+        None => serve_tap(device, waiter, None, config, opts, &engine),
+    };
+    finish_pcap(pcap)?;
+    served
+}
+
+/// The tap backend: opens the TAP device (and the capture file), runs the server, and writes
+/// out the capture however the server ended.
+fn run_tap(opts: &EchoOptions) -> Result<(), String> {
+    let (ip, prefix) = opts.addr;
+    let config = smoltcp_config(opts);
     let pcap = match &opts.pcap {
         Some(path) => Some((
             path,
@@ -262,8 +339,15 @@ fn run_tap(opts: &EchoOptions) -> Result<(), String> {
     // The waiter sleeps on the TAP descriptor; a capture wrapped around the device keeps it.
     let (waiter, link) = (device.waiter(), device.waiter());
     let served = match &pcap {
-        Some((_, file)) => serve_tap(capture(device, file.clone()), waiter, link, config, opts),
-        None => serve_tap(device, waiter, link, config, opts),
+        Some((_, file)) => serve_tap(
+            capture(device, file.clone()),
+            waiter,
+            Some(link),
+            config,
+            opts,
+            "tap",
+        ),
+        None => serve_tap(device, waiter, Some(link), config, opts, "tap"),
     };
     if let Some((path, file)) = pcap {
         file.flush()
@@ -277,20 +361,25 @@ fn run_tap(opts: &EchoOptions) -> Result<(), String> {
     served
 }
 
-/// Runs the echo server on smoltcp over `device` (the TAP device, or it wrapped in a
-/// capture), waiting on the TAP device's `waiter`; `link` reports its link state.
-fn serve_tap<D>(
+/// Runs the echo server on smoltcp over `device` (the TAP or AF_XDP device, or it wrapped in
+/// a capture), waiting on the device's `waiter`; `link` reports a TAP device's link state.
+/// `engine` names the backend in messages.
+fn serve_tap<D, W>(
     device: D,
-    waiter: TapWaiter,
-    link: TapWaiter,
+    waiter: W,
+    link: Option<TapWaiter>,
     config: Config,
     opts: &EchoOptions,
+    engine: &str,
 ) -> Result<(), String>
 where
     D: Device + Send + 'static,
+    W: Wait,
 {
+    let backend_name = engine.split(',').next().unwrap_or(engine);
     let clock: Arc<dyn Clock> = MonotonicClock::new();
-    let host = Host::new(device, config, clock.clone()).map_err(|e| format!("tap backend: {e}"))?;
+    let host = Host::new(device, config, clock.clone())
+        .map_err(|e| format!("{backend_name} backend: {e}"))?;
     let source = SmolSource::new(waiter).with_host(host.clone());
     let mut scheduler = Scheduler::new(source, clock);
     let backend = SmolBackend::new(host.clone(), scheduler.handle().clone());
@@ -299,10 +388,10 @@ where
         link,
         name: opts.tap.clone(),
     };
-    match scheduler.try_block_on(echo_server(backend, opts, "tap", Some(tap))) {
+    match scheduler.try_block_on(echo_server(backend, opts, engine, Some(tap))) {
         Ok(r) => r,
-        Err(RunError::Source(e)) => Err(format!("tap backend stopped: {e}")),
-        Err(e) => Err(format!("tap backend stopped: {e}")),
+        Err(RunError::Source(e)) => Err(format!("{backend_name} backend stopped: {e}")),
+        Err(e) => Err(format!("{backend_name} backend stopped: {e}")),
     }
 }
 
