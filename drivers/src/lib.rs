@@ -155,11 +155,11 @@ mod sys;
 mod tap;
 #[cfg(feature = "virtio")]
 pub mod virtio;
+mod wait;
+mod wire;
 #[cfg(feature = "xdp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "xdp")))]
 pub mod xdp;
-mod wait;
-mod wire;
 
 pub use backend::{SmolBackend, SmolSocket};
 #[cfg(feature = "std")]
@@ -180,10 +180,10 @@ pub use source::SmolSource;
 #[cfg_attr(docsrs, doc(cfg(feature = "tap")))]
 pub use tap::{TapDevice, TapNet, TapScheduler, TapWaiter};
 pub use wait::Wait;
+pub use wire::{Faults, Side, Watch, Wire, WireConfig, WireDevice, WireStats, WireWaiter};
 #[cfg(feature = "xdp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "xdp")))]
 pub use xdp::{XdpDevice, XdpMode, XdpNet, XdpScheduler, XdpStats, XdpWaiter};
-pub use wire::{Faults, Side, Watch, Wire, WireConfig, WireDevice, WireStats, WireWaiter};
 
 /// The smoltcp version this crate is built on, re-exported for its configuration types
 /// (`IpCidr`, `EthernetAddress`, `Device`).

@@ -46,10 +46,10 @@ pub use backend::{error_kind, KernelBackend, KernelSocket};
 pub use mixed::{MixedError, MixedNet, MixedScheduler, MixedSource};
 pub use netpoll_core::{yield_now, Elapsed, Handle, Instant, JoinHandle};
 pub use netpoll_stack::{Error, ErrorKind, Op};
+pub use resolve::{connect, connect_deadline, lookup_host};
 pub use runtime::{
     backend, handle, now, sleep, spawn, timeout, timeout_at, Builder, MonotonicClock, Runtime,
 };
-pub use resolve::{connect, connect_deadline, lookup_host};
 pub use source::{EpollSource, EventFdNotifier, PollStats};
 pub use tcp_ext::{IntoStdError, TcpListenerExt, TcpStreamExt};
 
