@@ -21,11 +21,14 @@
 use core::fmt;
 use core::net::SocketAddr;
 
+use alloc::vec::Vec;
 use netpoll_core::backend::{DatagramBackend, ErrorKind, Shutdown, SocketBackend, TryError};
 use netpoll_core::{Handle, Key};
 use smoltcp::phy::Device;
+use smoltcp::socket::dns::QueryHandle;
+use smoltcp::wire::{DnsQueryType, IpAddress};
 
-use crate::host::{Done, Host, Id};
+use crate::host::{Done, Host, Id, ResolveError};
 
 /// A socket of a [`SmolBackend`]: a stream, a listener or a UDP socket. A plain id; the stack closes it
 /// exactly once through [`SocketBackend::close`].
@@ -91,6 +94,61 @@ impl<D: Device> SmolBackend<D> {
         done.value
     }
 
+    /// The IPv4 addresses of host `name`, asked of the servers in
+    /// [`Config::dns_servers`](crate::Config::dns_servers) by the host's smoltcp DNS socket.
+    ///
+    /// Fails with [`ResolveError::NoDnsServer`] when no server is configured and with
+    /// [`ResolveError::NoAnswer`] once smoltcp gives up (10 to 15 s per server without a
+    /// reply, or an error reply). The query is sent and retransmitted by the poller, so a
+    /// scheduler must be polling the host, as for any socket. Dropping the future abandons
+    /// the query.
+    ///
+    /// ```
+    /// use netpoll_drivers::smoltcp::wire::IpAddress;
+    /// use netpoll_drivers::{Config, ResolveError, WireNet, WIRE_ADDR_B};
+    ///
+    /// // `Config::dns_servers` is empty by default: resolution is off.
+    /// let mut net = WireNet::new();
+    /// let a = net.a.clone();
+    /// let found = net.scheduler.block_on(async move { a.resolve("example.test").await });
+    /// assert_eq!(found, Err(ResolveError::NoDnsServer));
+    ///
+    /// // Ask host B, where no DNS server runs: smoltcp retransmits, then gives up (in the
+    /// // wire's simulated time, so at once here).
+    /// let mut net = WireNet::builder()
+    ///     .configure(|c: &mut Config| c.dns_servers = vec![IpAddress::from(WIRE_ADDR_B)])
+    ///     .build()?;
+    /// let a = net.a.clone();
+    /// let found = net.scheduler.block_on(async move { a.resolve("example.test").await });
+    /// assert_eq!(found, Err(ResolveError::NoAnswer));
+    /// # Ok::<(), netpoll_drivers::DriverError>(())
+    /// ```
+    pub async fn resolve(&self, name: &str) -> Result<Vec<IpAddress>, ResolveError> {
+        self.resolve_records(name, DnsQueryType::A).await
+    }
+
+    /// The addresses of host `name` from records of type `kind` (`A` for IPv4, `Aaaa` for
+    /// IPv6); otherwise as [`resolve`](Self::resolve).
+    pub async fn resolve_records(
+        &self,
+        name: &str,
+        kind: DnsQueryType,
+    ) -> Result<Vec<IpAddress>, ResolveError> {
+        let query = self.finish(self.host.start_query(name, kind))?;
+        let mut pending = PendingQuery {
+            backend: self,
+            query: Some(query),
+        };
+        core::future::poll_fn(|cx| {
+            let result = self.finish(self.host.poll_query(query, cx.waker()));
+            if result.is_ready() {
+                pending.query = None;
+            }
+            result
+        })
+        .await
+    }
+
     /// `socket`'s id if it is a stream.
     fn stream_id(socket: &SmolSocket) -> Result<Id, ErrorKind> {
         match socket.kind {
@@ -104,6 +162,20 @@ impl<D: Device> SmolBackend<D> {
         match socket.kind {
             Kind::Datagram => Ok(socket.id),
             Kind::Stream | Kind::Listener => Err(ErrorKind::InvalidInput),
+        }
+    }
+}
+
+/// A query the resolving future still waits for: cancelled if the future is dropped.
+struct PendingQuery<'a, D: Device> {
+    backend: &'a SmolBackend<D>,
+    query: Option<QueryHandle>,
+}
+
+impl<D: Device> Drop for PendingQuery<'_, D> {
+    fn drop(&mut self) {
+        if let Some(query) = self.query.take() {
+            self.backend.finish(self.backend.host.cancel_query(query));
         }
     }
 }

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use smoltcp::socket::tcp::CongestionControl;
-use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address, Ipv6Address};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
 
 use crate::error::DriverError;
 
@@ -79,6 +79,10 @@ pub struct Config {
     /// Payload bytes a UDP socket can hold queued to send: also the largest datagram it can
     /// send (larger is `MessageTooLong`), besides the MTU (no IP fragmentation).
     pub udp_tx_buffer: usize,
+    /// DNS servers [`SmolBackend::resolve`](crate::SmolBackend::resolve) asks, in order (at
+    /// most smoltcp's `DNS_MAX_SERVER_COUNT`, 4; more are ignored). Empty by default: name
+    /// resolution is off and fails with [`ResolveError::NoDnsServer`](crate::ResolveError).
+    pub dns_servers: Vec<IpAddress>,
     /// Seed for smoltcp's initial sequence numbers. Fixed by default so that runs are
     /// reproducible; give each boot its own for real networks.
     pub random_seed: u64,
@@ -108,6 +112,7 @@ impl Default for Config {
             udp_rx_buffer: 16 * 1024,
             udp_tx_datagrams: 16,
             udp_tx_buffer: 16 * 1024,
+            dns_servers: Vec::new(),
             random_seed: 0x6e65_7470_6f6c_6c00,
         }
     }

@@ -167,7 +167,7 @@ pub use clock::MonotonicClock;
 pub use clock::SimClock;
 pub use config::Config;
 pub use error::DriverError;
-pub use host::{Host, HostStats};
+pub use host::{Host, HostStats, ResolveError};
 pub use net::{WireNet, WireNetBuilder, WireScheduler, WIRE_ADDR_A, WIRE_ADDR_B};
 #[cfg(feature = "std")]
 pub use pcap::{capture, Captured, PcapFile};

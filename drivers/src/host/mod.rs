@@ -5,6 +5,7 @@
 //! transmission), [`edges`] (dirty sockets to readiness edges), [`stream`] (a user's view of a
 //! connection), [`slab`] and [`ports`]. The crate docs explain the design.
 
+mod dns;
 mod edges;
 mod egress;
 mod ingress;
@@ -34,6 +35,7 @@ use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
 use crate::clock::{dur_to_smol, from_smol, to_smol};
 use crate::config::Config;
 use crate::error::DriverError;
+pub use dns::ResolveError;
 use edges::{Dirty, SockWake};
 use ingress::Router;
 use ingress::Tuple;

@@ -54,6 +54,11 @@ pub(super) struct Datagrams {
     waiting: Vec<u32>,
     /// Some socket has datagrams queued to send.
     pending_egress: bool,
+    /// The resolver's smoltcp DNS socket, in `set` too (`host/dns.rs`), made on first use.
+    pub(super) dns: Option<SocketHandle>,
+    /// DNS queries in flight: while any is, every drive pass polls the set (smoltcp sends
+    /// and retransmits queries, and gives up, from egress).
+    pub(super) dns_pending: usize,
 }
 
 impl Datagrams {
@@ -64,6 +69,8 @@ impl Datagrams {
             ports: Ports::new(ephemeral_ports),
             waiting: Vec::new(),
             pending_egress: false,
+            dns: None,
+            dns_pending: 0,
         }
     }
 
@@ -309,10 +316,10 @@ impl<D: Device> Inner<D> {
         events: &mut dyn Events,
     ) -> Option<core::time::Duration> {
         let udp = &mut self.udp;
-        if udp.socks.len() == 0 {
+        if udp.socks.len() == 0 && udp.dns_pending == 0 {
             return None;
         }
-        if udp.pending_egress {
+        if udp.pending_egress || udp.dns_pending > 0 {
             let budget = self.config.egress_budget.max(1);
             for _ in 0..budget {
                 if self.iface.poll_egress(ts, &mut self.device, &mut udp.set)
@@ -354,7 +361,7 @@ impl<D: Device> Inner<D> {
             sock.listed = sock.want_read || sock.want_write;
             sock.listed
         });
-        if !udp.pending_egress {
+        if !udp.pending_egress && udp.dns_pending == 0 {
             return None;
         }
         self.iface.poll_delay(ts, &udp.set).map(from_smol)
