@@ -3,6 +3,8 @@
 
 #[cfg(feature = "xdp")]
 pub(crate) mod bpf;
+#[cfg(any(feature = "tap", feature = "xdp"))]
+pub(crate) mod fd;
 #[cfg(feature = "tap")]
 pub(crate) mod tap;
 #[cfg(feature = "xdp")]

@@ -505,7 +505,7 @@ impl Wait for TapWaiter {
                     }
                 }
                 // `tun` reports POLLERR only for a descriptor whose interface is gone.
-                if rev.tap & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                if rev.device & (libc::POLLERR | libc::POLLNVAL) != 0 {
                     log::warn!("TAP {}: the interface is gone", shared.name);
                     return Err(DriverError::DeviceGone {
                         interface: shared.name,

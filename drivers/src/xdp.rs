@@ -763,7 +763,7 @@ impl Wait for XdpWaiter {
                         Err(e) => return Err(os_error("reading the eventfd", "", &e)),
                     }
                 }
-                if rev.xsk & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                if rev.device & (libc::POLLERR | libc::POLLNVAL) != 0 {
                     // The interface went away under the socket (xsk_poll reports it so).
                     log::warn!("AF_XDP {}: the interface is gone", shared.name);
                     return Err(DriverError::DeviceGone {

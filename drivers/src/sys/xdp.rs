@@ -23,6 +23,9 @@ use std::vec::Vec;
 
 use netpoll_core::sync::{AtomicU32, Ordering};
 
+use super::fd::cvt;
+pub(crate) use super::fd::{eventfd, eventfd_drain, eventfd_signal, interface_mtu, poll_fds};
+
 /// `struct xdp_desc`: one frame in the RX or TX ring.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
@@ -85,14 +88,6 @@ pub(crate) enum Step {
     Umem,
     Rings,
     Bind,
-}
-
-fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
-    if res == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(res)
-    }
 }
 
 /// An owned memory mapping, unmapped on drop.
@@ -663,111 +658,4 @@ pub(crate) fn ifindex(name: &str) -> io::Result<u32> {
         0 => Err(io::Error::last_os_error()),
         n => Ok(n),
     }
-}
-
-/// The MTU of interface `name` (`SIOCGIFMTU`).
-pub(crate) fn interface_mtu(name: &str) -> io::Result<usize> {
-    #[repr(C)]
-    struct IfReqMtu {
-        name: [libc::c_char; libc::IFNAMSIZ],
-        mtu: libc::c_int,
-        _pad: [u8; 20],
-    }
-    let mut req = IfReqMtu {
-        name: [0; libc::IFNAMSIZ],
-        mtu: 0,
-        _pad: [0; 20],
-    };
-    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name",
-        ));
-    }
-    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: `socket(2)` takes no pointers.
-    let sock =
-        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `socket(2)` succeeded, so `sock` is a valid descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: `req` is a live `struct ifreq` (40 bytes) the kernel writes `ifr_mtu` into.
-    cvt(unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCGIFMTU as _,
-            &mut req as *mut IfReqMtu,
-        )
-    })?;
-    usize::try_from(req.mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative MTU"))
-}
-
-/// A non-blocking, close-on-exec eventfd.
-pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: `eventfd(2)` takes no pointers.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-    // SAFETY: `eventfd(2)` succeeded, so `fd` is a valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Adds one to an eventfd's counter (makes it readable).
-pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: `one` is valid for reads of 8 bytes for the duration of the call.
-    let r = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Resets an eventfd's counter; `WouldBlock` if it was already zero.
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut buf = [0u8; 8];
-    // SAFETY: `buf` is valid for writes of 8 bytes for the duration of the call.
-    let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// What `poll_fds` saw.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Revents {
-    pub(crate) xsk: libc::c_short,
-    pub(crate) event: libc::c_short,
-    pub(crate) extra: libc::c_short,
-}
-
-/// `poll(2)` on the XSK (for `xsk_events`), an eventfd and optionally one more descriptor
-/// (for input), up to `timeout_ms` (-1: no limit).
-pub(crate) fn poll_fds(
-    xsk: BorrowedFd<'_>,
-    xsk_events: libc::c_short,
-    event: BorrowedFd<'_>,
-    extra: Option<BorrowedFd<'_>>,
-    timeout_ms: libc::c_int,
-) -> io::Result<Revents> {
-    let pollfd = |fd: libc::c_int, events| libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let mut fds = [
-        pollfd(xsk.as_raw_fd(), xsk_events),
-        pollfd(event.as_raw_fd(), libc::POLLIN),
-        // A negative fd is ignored by poll(2).
-        pollfd(extra.map_or(-1, |fd| fd.as_raw_fd()), libc::POLLIN),
-    ];
-    // SAFETY: `fds` is a live array of three `pollfd`s, and its length is passed with it.
-    cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) })?;
-    Ok(Revents {
-        xsk: fds[0].revents,
-        event: fds[1].revents,
-        extra: fds[2].revents,
-    })
 }
