@@ -421,6 +421,12 @@ def values(results, w: str, server: str, key: str) -> dict[int, float]:
             and r["server"] == server and usable(r) and r.get(key)}
 
 
+def no_value(results, w: str, server: str) -> str:
+    """What a table cell without a usable run says: every run failed, or was disturbed."""
+    ok = [r for r in results if r["workload"] == w and r["server"] == server and r.get("ok")]
+    return "no undisturbed run" if ok else "failed (see below)"
+
+
 def ratio(results, w: str, a: str, b: str, key: str | None = None):
     """(median of the per-round ratios a/b, their min, max), or the ratio of the medians
     (min and max None) when no round has both; None without values."""
@@ -649,7 +655,7 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
             rs = [r for r in results if r["workload"] == wname and r["server"] == s
                   and usable(r)]
             if not rs:
-                w(f"| {title} | {SERVERS[s]} | no undisturbed run | | | | | |")
+                w(f"| {title} | {SERVERS[s]} | {no_value(results, wname, s)} | | | | | |")
                 continue
             rate = cell([r.get(wl["key"]) for r in rs], 2 if wl["unit"] == "Gbps" else 0)
             cpu = cell([r.get("server_cpu_pct") for r in rs], 0)
@@ -717,8 +723,8 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
     for r in results:
         wl = WORKLOADS[r["workload"]]
         w(f"| {r['round']} | {r['workload']} | {r['server']} | {'yes' if r.get('ok') else 'no'} "
-          f"| {fmt(r.get(wl['key']), 2)} {wl['unit']} | {fmt(r.get('server_cpu_pct'), 0)} | "
-          f"{fmt(r.get('busy_cores'), 2)} | "
+          f"| {fmt(r.get(wl['key']) if r.get('ok') else None, 2)} {wl['unit']} | "
+          f"{fmt(r.get('server_cpu_pct'), 0)} | {fmt(r.get('busy_cores'), 2)} | "
           f"{fmt(r.get('others_pct'), 0)}{'' if r.get('clean', True) else ' (left out)'} | "
           f"{r.get('attempt', 1)} | {(r.get('error') or '')[:80]} |")
     w("\n</details>\n")
