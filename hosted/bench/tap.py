@@ -153,7 +153,7 @@ PORT = 9009
 SERVER_LIFETIME_S = 120
 # What a measurement costs beyond its load (server start and stop, TAP setup), for the
 # estimate printed at the start.
-OVERHEAD_S = 1.5
+OVERHEAD_S = 0.3
 
 SECTION = "## Userspace paths: AF_XDP, TAP, smoltcp alone, kernel (offloads off/on)"
 # The heading of this section before the AF_XDP and offloads-off paths were added: a report
