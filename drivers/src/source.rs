@@ -106,6 +106,7 @@ where
             n: 0,
         };
         let (more, delay) = self.drive_all(&mut counting);
+        self.waiter.flush();
         if counting.n > 0 || more || timeout == Some(Duration::ZERO) {
             return Ok(());
         }
@@ -115,6 +116,7 @@ where
         };
         self.waiter.wait(wait)?;
         self.drive_all(&mut counting);
+        self.waiter.flush();
         Ok(())
     }
 

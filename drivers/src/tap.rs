@@ -4,10 +4,14 @@
 //! Unlike smoltcp's `TunTapInterface`, which drops a frame when the write would block and
 //! panics on other errors, this device:
 //!
-//! * queues a frame the kernel cannot take now (`EAGAIN`, `ENOBUFS`, `EINTR`) and retries the
-//!   queue, in order, on every later receive/transmit; while frames are queued the waiter also
-//!   waits for `POLLOUT`. When the queue is full, `transmit` returns `None`, so smoltcp keeps
-//!   the data in its socket buffers and retransmits later: no frame is dropped silently.
+//! * sends in batches: a frame smoltcp hands over is queued, and the queue is written out once
+//!   per scheduler turn ([`Wait::flush`](crate::Wait::flush), after the drive pass), or at once
+//!   when 64 are waiting. The kernel's TAP interface takes one frame per
+//!   `write(2)`, so this batches the writes, not the system calls.
+//! * keeps a frame the kernel cannot take now (`EAGAIN`, `ENOBUFS`, `EINTR`) queued and retries
+//!   the queue, in order, on the next flush; while frames are queued the waiter also waits for
+//!   `POLLOUT`. When the queue is full, `transmit` returns `None`, so smoltcp keeps the data in
+//!   its socket buffers and retransmits later: no frame is dropped silently.
 //! * treats a frame the kernel refuses because the interface is down (`EIO`) as lost on the
 //!   wire: TCP retransmits it once the link is back, so a link flap shorter than the sockets'
 //!   timeouts costs nothing but the wait. The device records the state
@@ -41,6 +45,17 @@ use crate::wait::Wait;
 /// Frames the device queues when the kernel pushes back, before `transmit` says "no room".
 const MAX_QUEUED_FRAMES: usize = 256;
 
+/// Queued frames that are written at once rather than at the end of the scheduler turn: a
+/// drive pass that sends this many is already a batch.
+const TX_FLUSH_FRAMES: usize = 64;
+
+/// Frames waiting to be written, in order, and spare buffers to build the next ones in.
+#[derive(Default)]
+struct TxQueue {
+    frames: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+}
+
 /// State shared by the device and its waiter.
 struct Shared {
     fd: OwnedFd,
@@ -49,8 +64,10 @@ struct Shared {
     notified: AtomicBool,
     /// The waiter is in (or about to enter) `poll(2)`.
     sleeping: AtomicBool,
-    /// The device has queued frames: the waiter must also wait for `POLLOUT`.
+    /// Frames the kernel refused for now are queued: the waiter must also wait for `POLLOUT`.
     backlog: AtomicBool,
+    /// Frames built in this turn, written by the next flush.
+    tx: spin::Mutex<TxQueue>,
     /// The first unrecoverable error, reported by the next poll.
     error: spin::Mutex<Option<DriverError>>,
     /// The interface name, for error messages.
@@ -91,6 +108,30 @@ impl Shared {
                 self.name
             );
         }
+    }
+
+    /// Writes queued frames, in order, until the kernel pushes back.
+    fn flush(&self) {
+        let mut tx = self.tx.lock();
+        if !tx.frames.is_empty() {
+            self.flush_queue(&mut tx);
+        }
+    }
+
+    fn flush_queue(&self, tx: &mut TxQueue) {
+        // Bounded by the queue length: each turn pops a frame or stops.
+        while let Some(frame) = tx.frames.front() {
+            if self.write_frame(frame).is_err() {
+                break;
+            }
+            if let Some(buf) = tx.frames.pop_front() {
+                if tx.spare.len() < MAX_QUEUED_FRAMES {
+                    tx.spare.push(buf);
+                }
+            }
+        }
+        // Release: pairs with the Acquire load in `TapWaiter::wait`; only a hint for `POLLOUT`.
+        self.backlog.store(!tx.frames.is_empty(), Ordering::Release);
     }
 
     /// Writes one frame. `Err(())`: the kernel cannot take it now, keep it for later.
@@ -157,11 +198,15 @@ fn intern(name: &str) -> &'static str {
 /// Unlike smoltcp's `TunTapInterface`, which drops a frame when the write would block and
 /// panics on other errors, this device:
 ///
-/// * queues a frame the kernel cannot take now (`EAGAIN`, `ENOBUFS`, `EINTR`) and retries the
-///   queue, in order, on every later receive/transmit; while frames are queued its
+/// * queues the frames smoltcp builds and writes them together once per scheduler turn
+///   ([`Wait::flush`]), or when 64 wait;
+/// * keeps a frame the kernel cannot take now (`EAGAIN`, `ENOBUFS`, `EINTR`) queued and
+///   retries the queue, in order, on the next flush; while frames are queued its
 ///   [`TapWaiter`] also waits for `POLLOUT`. When the queue is full, `transmit` returns `None`,
 ///   so smoltcp keeps the data in its socket buffers and retransmits later: no frame is
 ///   dropped silently.
+/// * writes what is still queued when it is dropped (once; what the kernel refuses then is
+///   lost, as frames on a wire that is unplugged).
 /// * treats a frame refused because the interface is down (`EIO`) as lost on the wire (TCP
 ///   retransmits it), records the state ([`TapDevice::link_up`], [`TapDevice::link_downs`])
 ///   and carries on: a link flap is not an error.
@@ -189,8 +234,12 @@ pub struct TapDevice {
     name: String,
     mtu: usize,
     rx: Vec<u8>,
-    scratch: Vec<u8>,
-    queue: VecDeque<Vec<u8>>,
+}
+
+impl Drop for TapDevice {
+    fn drop(&mut self) {
+        self.shared.flush();
+    }
 }
 
 impl fmt::Debug for TapDevice {
@@ -198,7 +247,7 @@ impl fmt::Debug for TapDevice {
         f.debug_struct("TapDevice")
             .field("name", &self.name)
             .field("mtu", &self.mtu)
-            .field("queued", &self.queue.len())
+            .field("queued", &self.queued())
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +270,18 @@ impl TapDevice {
         TapDevice::with_fd(fd, name, mtu)
     }
 
+    /// Opens TAP interface `name` and sets the interface's MTU to `mtu` as well, so that the
+    /// kernel's side sends frames that large: larger frames for experiments (the kernel's TAP
+    /// driver takes up to 65535). Needs `CAP_NET_ADMIN`.
+    pub fn open_setting_mtu(name: &str, mtu: usize) -> Result<TapDevice, DriverError> {
+        let (fd, name) = open_tap(name)?;
+        if mtu >= 576 {
+            sys::set_interface_mtu(&name, mtu)
+                .map_err(|e| os_error("SIOCSIFMTU", intern(&name), &e))?;
+        }
+        TapDevice::with_fd(fd, name, mtu)
+    }
+
     fn with_fd(fd: OwnedFd, name: String, mtu: usize) -> Result<TapDevice, DriverError> {
         if mtu < 576 {
             return Err(DriverError::InvalidConfig("MTU below 576"));
@@ -234,6 +295,7 @@ impl TapDevice {
                 notified: AtomicBool::new(false),
                 sleeping: AtomicBool::new(false),
                 backlog: AtomicBool::new(false),
+                tx: spin::Mutex::new(TxQueue::default()),
                 error: spin::Mutex::new(None),
                 name: intern(&name),
                 link_up: AtomicBool::new(true),
@@ -242,8 +304,6 @@ impl TapDevice {
             name,
             mtu,
             rx: vec![0u8; mtu + 14],
-            scratch: Vec::new(),
-            queue: VecDeque::new(),
         })
     }
 
@@ -259,7 +319,7 @@ impl TapDevice {
 
     /// Frames waiting for the kernel to take them.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.shared.tx.lock().frames.len()
     }
 
     /// Whether the link is up, as the traffic shows it: false from the first frame the kernel
@@ -283,11 +343,6 @@ impl TapDevice {
             extra: None,
         }
     }
-
-    /// Writes queued frames, in order, until the kernel pushes back.
-    fn flush(&mut self) {
-        flush_queue(&self.shared, &mut self.queue);
-    }
 }
 
 /// Opens `/dev/net/tun` and attaches it to TAP interface `name`.
@@ -297,18 +352,6 @@ fn open_tap(name: &str) -> Result<(OwnedFd, String), DriverError> {
     let name =
         sys::set_tap(fd.as_fd(), name).map_err(|e| os_error("TUNSETIFF", intern(name), &e))?;
     Ok((fd, name))
-}
-
-fn flush_queue(shared: &Shared, queue: &mut VecDeque<Vec<u8>>) {
-    // Bounded by the queue length: each turn pops a frame or stops.
-    while let Some(frame) = queue.front() {
-        if shared.write_frame(frame).is_err() {
-            break;
-        }
-        queue.pop_front();
-    }
-    // Release: pairs with the Acquire load in `TapWaiter::wait`; only a hint for `POLLOUT`.
-    shared.backlog.store(!queue.is_empty(), Ordering::Release);
 }
 
 #[doc(hidden)]
@@ -326,8 +369,6 @@ impl RxToken for TapRx<'_> {
 #[doc(hidden)]
 pub struct TapTx<'a> {
     shared: &'a Shared,
-    scratch: &'a mut Vec<u8>,
-    queue: &'a mut VecDeque<Vec<u8>>,
 }
 
 impl fmt::Debug for TapTx<'_> {
@@ -338,15 +379,15 @@ impl fmt::Debug for TapTx<'_> {
 
 impl TxToken for TapTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        self.scratch.clear();
-        self.scratch.resize(len, 0);
-        let r = f(&mut self.scratch[..]);
-        if self.queue.is_empty() && self.shared.write_frame(self.scratch).is_ok() {
-            return r;
+        let mut tx = self.shared.tx.lock();
+        let mut frame = tx.spare.pop().unwrap_or_default();
+        frame.clear();
+        frame.resize(len, 0);
+        let r = f(&mut frame[..]);
+        tx.frames.push_back(frame);
+        if tx.frames.len() >= TX_FLUSH_FRAMES {
+            self.shared.flush_queue(&mut tx);
         }
-        // Behind earlier frames, or the kernel pushed back: keep it, in order.
-        self.queue.push_back(self.scratch.clone());
-        flush_queue(self.shared, self.queue);
         r
     }
 }
@@ -365,12 +406,14 @@ impl Device for TapDevice {
         &mut self,
         _timestamp: smoltcp::time::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if !self.queue.is_empty() {
-            self.flush();
-        }
         let n = match sys::read(self.shared.fd.as_fd(), &mut self.rx) {
             Ok(n) => n,
-            Err(e) if transient(&e) => return None,
+            Err(e) if transient(&e) => {
+                // Nothing more to read: the frames of a pass not followed by a
+                // `Wait::flush` (a device driven without its waiter) leave here.
+                self.shared.flush();
+                return None;
+            }
             Err(e) => {
                 self.shared.fail("read", &e);
                 return None;
@@ -383,24 +426,20 @@ impl Device for TapDevice {
             },
             TapTx {
                 shared: &self.shared,
-                scratch: &mut self.scratch,
-                queue: &mut self.queue,
             },
         ))
     }
 
     fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        if !self.queue.is_empty() {
-            self.flush();
-        }
-        if self.queue.len() >= MAX_QUEUED_FRAMES {
-            // Back-pressure: smoltcp keeps the data and retries; nothing is dropped.
-            return None;
+        if self.queued() >= MAX_QUEUED_FRAMES {
+            self.shared.flush();
+            if self.queued() >= MAX_QUEUED_FRAMES {
+                // Back-pressure: smoltcp keeps the data and retries; nothing is dropped.
+                return None;
+            }
         }
         Some(TapTx {
             shared: &self.shared,
-            scratch: &mut self.scratch,
-            queue: &mut self.queue,
         })
     }
 
@@ -470,8 +509,14 @@ fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
 }
 
 impl Wait for TapWaiter {
+    fn flush(&self) {
+        self.shared.flush();
+    }
+
     fn wait(&self, timeout: Option<Duration>) -> Result<(), DriverError> {
         let shared = &self.shared;
+        // Frames of the pass that just ended leave before we sleep.
+        shared.flush();
         // SeqCst: a Dekker pair with `wake`: we publish `sleeping` then read `notified`; it
         // publishes `notified` then reads `sleeping`. One of us sees the other.
         shared.sleeping.store(true, Ordering::SeqCst);

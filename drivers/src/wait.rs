@@ -36,6 +36,12 @@ pub trait Wait: Send + Sync + 'static {
     /// Interrupts a concurrent or the next [`Wait::wait`].
     fn wake(&self);
 
+    /// Hands the frames the device queued during the drive pass that just ended to the OS:
+    /// called once per scheduler turn, after the pass, so a device can send in batches (one
+    /// AF_XDP wake-up per batch, TAP's writes together). Default: nothing to do, for devices
+    /// that send each frame as it is built.
+    fn flush(&self) {}
+
     /// Reports a device failure recorded since the last call (a TAP write that failed for
     /// good, say). Called at the start of every poll.
     fn check(&self) -> Result<(), DriverError> {

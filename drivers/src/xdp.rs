@@ -273,6 +273,17 @@ impl XdpDevice {
         XdpDevice::open_with_mtu(name, mtu)
     }
 
+    /// Sets interface `name`'s MTU to `mtu`, then opens it as [`XdpDevice::open_with_mtu`]
+    /// does. On a veth pair the peer needs the same MTU, and a driver's XDP hook caps it
+    /// (veth: about 3,500 with one page per frame); a refusal is the `SIOCSIFMTU` error.
+    pub fn open_setting_mtu(name: &str, mtu: usize) -> Result<XdpDevice, DriverError> {
+        let interned = check_name(name)?;
+        if (576..=4096 - XDP_PACKET_HEADROOM - 14).contains(&mtu) {
+            sys::set_interface_mtu(name, mtu).map_err(|e| os_error("SIOCSIFMTU", interned, &e))?;
+        }
+        XdpDevice::open_with_mtu(name, mtu)
+    }
+
     /// Opens an AF_XDP socket on queue 0 of interface `name`, using IP MTU `mtu`.
     pub fn open_with_mtu(name: &str, mtu: usize) -> Result<XdpDevice, DriverError> {
         let interned = check_name(name)?;
@@ -723,6 +734,11 @@ fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
 }
 
 impl Wait for XdpWaiter {
+    fn flush(&self) {
+        // The TX frames of the pass that just ended: one wake-up for the batch.
+        self.shared.wake_tx(FRAMES_PER_DIRECTION);
+    }
+
     fn wait(&self, timeout: Option<Duration>) -> Result<(), DriverError> {
         let shared = &self.shared;
         // Frames put on the TX ring in the pass that just ended leave now, before we sleep.

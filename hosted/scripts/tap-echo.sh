@@ -6,6 +6,7 @@
 #   bash hosted/scripts/tap-echo.sh            # build, run, send one message, clean up
 #   KEEP=1 bash hosted/scripts/tap-echo.sh     # leave the server running in the namespace
 #   SERVER_ARGS="--buf 65536 --verbose" bash hosted/scripts/tap-echo.sh   # more server options
+#   SERVER_ARGS="--mtu 9000" bash hosted/scripts/tap-echo.sh   # jumbo frames (the server sets the TAP's MTU)
 #   NS=mine bash hosted/scripts/tap-echo.sh    # namespace name (default netpoll-demo)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -365,3 +365,53 @@ fn pcap_captures_the_handshake_and_the_echo() {
         );
     });
 }
+
+/// `--mtu 9000` sets the TAP interface's MTU, and both sides then send 9000-byte frames:
+/// segments of more than 8,000 bytes each way, and 256 KiB echoed intact.
+#[test]
+fn mtu_option_gives_jumbo_segments_both_ways() {
+    in_netns("mtu_option_gives_jumbo_segments_both_ways", || {
+        let path =
+            std::env::temp_dir().join(format!("netpoll-tap-mtu-{}.pcap", std::process::id()));
+        let mut server = Server::start(&[
+            "--mtu",
+            "9000",
+            "--buf",
+            "65536",
+            // The kernel sends at most half the largest window it saw per segment.
+            "--rx-buf",
+            "65536",
+            "--tx-buf",
+            "65536",
+            "--pcap",
+            path.to_str().expect("a UTF-8 temp dir"),
+        ]);
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{TAP}/mtu")).unwrap();
+        assert_eq!(mtu.trim(), "9000");
+        let mut c = server.connect();
+        let payload: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+        let mut writer = c.try_clone().unwrap();
+        let sent = payload.clone();
+        let sender = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+        let mut got = vec![0u8; payload.len()];
+        c.read_exact(&mut got).expect("echo");
+        sender.join().unwrap();
+        assert!(got == payload, "the echo differs");
+        drop(c);
+        server.signal(libc::SIGTERM);
+        assert_eq!(server.wait(Duration::from_secs(5)), Some(0));
+        let file = std::fs::read(&path).expect("the capture file");
+        let _ = std::fs::remove_file(&path);
+        let segments = tcp_segments(&file);
+        let largest = |from_server: bool| {
+            segments
+                .iter()
+                .filter(|s| (s.src == 9009) == from_server)
+                .map(|s| s.payload)
+                .max()
+                .unwrap_or(0)
+        };
+        assert!(largest(false) > 8000, "client segments: {}", largest(false));
+        assert!(largest(true) > 8000, "server segments: {}", largest(true));
+    });
+}

@@ -78,7 +78,7 @@ impl<D: Device> Inner<D> {
         if self.touched.is_empty() {
             return;
         }
-        let ts = self.now();
+        let ts = self.pass_ts;
         let mut touched = core::mem::take(&mut self.touched);
         for &index in &touched {
             self.sync(index, ts);

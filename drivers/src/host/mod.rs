@@ -206,6 +206,10 @@ struct Inner<D: Device> {
     stalled: Vec<u32>,
     /// Sockets a backend operation touched: re-filed before the host lock is released.
     touched: Vec<u32>,
+    /// The instant of the last drive pass. Re-filing a touched socket uses it instead of
+    /// reading the clock per operation (a clock read cost 13% of a bulk echo's CPU): smoltcp's
+    /// timers are absolute, so an older instant only files "send now" a little earlier.
+    pass_ts: smoltcp::time::Instant,
     dirty: Arc<Dirty>,
     dirty_scratch: Vec<u32>,
     /// Edges raised by the backend itself (shutdown), reported by the next poll.
@@ -299,6 +303,7 @@ impl<D: Device> Host<D> {
             reap: Vec::new(),
         };
         let udp = udp::Datagrams::new(config.ephemeral_ports);
+        let pass_ts = to_smol(clock.now());
         let inner = Inner {
             iface,
             no_socket: SocketSet::new(Vec::new()),
@@ -312,6 +317,7 @@ impl<D: Device> Host<D> {
             due_scratch: Vec::new(),
             stalled: Vec::new(),
             touched: Vec::new(),
+            pass_ts,
             dirty: Arc::new(Dirty::default()),
             dirty_scratch: Vec::new(),
             raised: Vec::new(),
@@ -498,6 +504,7 @@ impl<D: Device> Inner<D> {
     /// of every socket that changed.
     fn drive(&mut self, events: &mut dyn Events) -> Drive {
         let ts = self.now();
+        self.pass_ts = ts;
         self.iface.poll_maintenance(ts);
         self.sync_touched();
         let mut more = false;

@@ -1,5 +1,5 @@
 //! Descriptor calls shared by the TAP and AF_XDP devices: `read`/`write`, the eventfd a waiter
-//! is woken through, `poll(2)` on the device with it, and an interface's MTU.
+//! is woken through, `poll(2)` on the device with it, and an interface's MTU (get and set).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -23,6 +23,19 @@ pub(crate) fn cvt_size(res: libc::ssize_t) -> io::Result<usize> {
 
 /// The MTU of interface `name` (`SIOCGIFMTU`).
 pub(crate) fn interface_mtu(name: &str) -> io::Result<usize> {
+    let mtu = mtu_ioctl(name, libc::SIOCGIFMTU as _, 0)?;
+    usize::try_from(mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative MTU"))
+}
+
+/// Sets the MTU of interface `name` (`SIOCSIFMTU`; needs `CAP_NET_ADMIN`).
+pub(crate) fn set_interface_mtu(name: &str, mtu: usize) -> io::Result<()> {
+    let mtu = libc::c_int::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU"))?;
+    mtu_ioctl(name, libc::SIOCSIFMTU as _, mtu).map(drop)
+}
+
+/// One `struct ifreq` MTU ioctl on interface `name`; returns `ifr_mtu` afterwards.
+fn mtu_ioctl(name: &str, request: libc::Ioctl, mtu: libc::c_int) -> io::Result<libc::c_int> {
     #[repr(C)]
     struct IfReqMtu {
         name: [libc::c_char; libc::IFNAMSIZ],
@@ -31,7 +44,7 @@ pub(crate) fn interface_mtu(name: &str) -> io::Result<usize> {
     }
     let mut req = IfReqMtu {
         name: [0; libc::IFNAMSIZ],
-        mtu: 0,
+        mtu,
         _pad: [0; 20],
     };
     if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
@@ -48,15 +61,10 @@ pub(crate) fn interface_mtu(name: &str) -> io::Result<usize> {
         cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `socket(2)` succeeded, so `sock` is a valid descriptor that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: `req` is a live `struct ifreq` (40 bytes) the kernel writes `ifr_mtu` into.
-    cvt(unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCGIFMTU as _,
-            &mut req as *mut IfReqMtu,
-        )
-    })?;
-    usize::try_from(req.mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative MTU"))
+    // SAFETY: `req` is a live `struct ifreq` (40 bytes); the kernel reads the name and, for
+    // the get request, writes `ifr_mtu`.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req as *mut IfReqMtu) })?;
+    Ok(req.mtu)
 }
 
 /// `read(2)` into `buf`.

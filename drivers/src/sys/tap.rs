@@ -12,7 +12,7 @@ use std::string::String;
 
 use super::fd::cvt;
 pub(crate) use super::fd::{
-    eventfd, eventfd_drain, eventfd_signal, interface_mtu, poll_fds, read, write,
+    eventfd, eventfd_drain, eventfd_signal, interface_mtu, poll_fds, read, set_interface_mtu, write,
 };
 
 /// `_IOW('T', 202, int)`: attach the fd to a TUN/TAP interface.

@@ -24,7 +24,9 @@ use std::vec::Vec;
 use netpoll_core::sync::{AtomicU32, Ordering};
 
 use super::fd::cvt;
-pub(crate) use super::fd::{eventfd, eventfd_drain, eventfd_signal, interface_mtu, poll_fds};
+pub(crate) use super::fd::{
+    eventfd, eventfd_drain, eventfd_signal, interface_mtu, poll_fds, set_interface_mtu,
+};
 
 /// `struct xdp_desc`: one frame in the RX or TX ring.
 #[derive(Debug, Clone, Copy, Default)]

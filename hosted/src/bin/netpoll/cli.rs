@@ -86,6 +86,9 @@ Tap and xdp backend options (smoltcp):
                     [default: 8192]
   --tx-buf BYTES    smoltcp's send buffer per TCP socket, 1024 to 16777216
                     [default: 4096]
+  --mtu BYTES       The link's IP MTU, 576 to 65521, also set on the interface (TAP: up
+                    to 65521; AF_XDP: at most 3826, on veth about 3500, and the veth
+                    peer needs the same MTU) [default: 1500, the interface left as is]
   --pcap FILE       Write every frame smoltcp receives or sends to FILE (pcap format, for
                     Wireshark or tcpdump -r); flushed at least once a second and at exit
 
@@ -188,6 +191,8 @@ pub struct EchoOptions {
     pub tx_buf: Option<usize>,
     pub backlog: Option<u32>,
     pub pcap: Option<PathBuf>,
+    /// `--mtu`: the link's IP MTU, set on the interface too.
+    pub mtu: Option<usize>,
 }
 
 /// The port `--listen` defaults to.
@@ -337,6 +342,7 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
         tx_buf: None,
         backlog: None,
         pcap: None,
+        mtu: None,
     };
     let mut listen: Option<String> = None;
     // Options given that only one backend reads, to reject them with the other.
@@ -399,6 +405,11 @@ fn parse_echo(parser: &mut Parser) -> Result<Option<EchoOptions>, UsageError> {
                     opts.tx_buf = Some(n);
                 }
                 tap_only.push(option);
+            }
+            Arg::Long("mtu") => {
+                let v = string_value(parser)?;
+                opts.mtu = Some(parse_in("--mtu", &v, 576..=65521, "an IP MTU ").map_err(err)?);
+                tap_only.push("--mtu");
             }
             Arg::Long("pcap") => {
                 let v = parser.value().map_err(|e| err(e.to_string()))?;
@@ -610,11 +621,13 @@ mod tests {
                 "4096",
                 "--pcap",
                 "x.pcap",
+                "--mtu",
+                "9000",
                 "--backend",
                 "epoll",
             ]),
-            "options --addr, --gateway, --rx-buf, --tx-buf, --pcap apply only to --backend tap \
-             or xdp"
+            "options --addr, --gateway, --rx-buf, --tx-buf, --pcap, --mtu apply only to --backend \
+             tap or xdp"
         );
         assert_eq!(
             echo_err(&[

@@ -247,6 +247,9 @@ fn smoltcp_config(opts: &EchoOptions) -> Config {
     if let Some(n) = opts.tx_buf {
         config.tx_buffer = n;
     }
+    if let Some(mtu) = opts.mtu {
+        config.mtu = mtu;
+    }
     if let Some(n) = opts.backlog {
         config.max_backlog = config.max_backlog.max(n);
     }
@@ -285,8 +288,11 @@ fn run_xdp(opts: &EchoOptions) -> Result<(), String> {
     let (ip, prefix) = opts.addr;
     let iface = opts.iface.as_deref().unwrap_or_default();
     let pcap = pcap_file(opts)?;
-    let device =
-        XdpDevice::open_with_mtu(iface, config.mtu).map_err(|e| format!("xdp backend: {e}"))?;
+    let device = match opts.mtu {
+        Some(mtu) => XdpDevice::open_setting_mtu(iface, mtu),
+        None => XdpDevice::open_with_mtu(iface, config.mtu),
+    }
+    .map_err(|e| format!("xdp backend: {e}"))?;
     let hook = if device.generic_hook() {
         "generic"
     } else {
@@ -297,7 +303,7 @@ fn run_xdp(opts: &EchoOptions) -> Result<(), String> {
         device.mode()
     );
     say!(
-        "netpoll echo: smoltcp on AF_XDP {iface} queue 0 ({} mode, {hook} XDP hook) as          {ip}/{prefix}",
+        "netpoll echo: smoltcp on AF_XDP {iface} queue 0 ({} mode, {hook} XDP hook) as {ip}/{prefix}",
         device.mode()
     );
     // The waiter sleeps on the socket; a capture wrapped around the device keeps it.
@@ -329,8 +335,11 @@ fn run_tap(opts: &EchoOptions) -> Result<(), String> {
         )),
         None => None,
     };
-    let device =
-        TapDevice::open_with_mtu(&opts.tap, config.mtu).map_err(|e| format!("tap backend: {e}"))?;
+    let device = match opts.mtu {
+        Some(mtu) => TapDevice::open_setting_mtu(&opts.tap, mtu),
+        None => TapDevice::open_with_mtu(&opts.tap, config.mtu),
+    }
+    .map_err(|e| format!("tap backend: {e}"))?;
     say!(
         "netpoll echo: smoltcp on TAP {} as {ip}/{prefix}; give the kernel side an address in \
          that subnet and bring the link up",
