@@ -18,6 +18,11 @@ Five paths (servers), each a fresh process per measurement, loaded by a kernel T
     kernel-veth-on   the same over a veth pair with the kernel's default offloads (TSO, GSO,
                      GRO, checksum offload); `netpoll-veth` is accepted as its old name
 
+and, only when --servers names it, netpoll-tap-mtu9000: netpoll-tap with `--mtu 9000` (and
+the TAP's kernel side at MTU 9000; needs `netpoll echo --mtu`). Every smoltcp server has
+64 KiB receive and send buffers per socket (raw_benchmark's, fixed; netpoll's passed as
+--rx-buf/--tx-buf, since `netpoll echo` defaults to smoltcp's smaller ones).
+
 Workloads (interleaved: every workload and server once per round, --rounds rounds, the server
 order rotating from round to round):
 
@@ -149,6 +154,9 @@ VETHS = {
 # What `ethtool -K` turns off on both ends of the AF_XDP pair and of kernel-veth-off.
 OFFLOADS_OFF = ["tx", "off", "rx", "off", "gso", "off", "tso", "off", "gro", "off"]
 PORT = 9009
+# smoltcp's receive and send buffer per TCP socket on every smoltcp server (raw_benchmark's,
+# fixed): `netpoll echo` and tap_sink get it as --rx-buf/--tx-buf.
+SMOL_SOCKET_BUF = 65536
 # A server left behind by a crash of this script exits on its own after this long.
 SERVER_LIFETIME_S = 120
 # What a measurement costs beyond its load (server start and stop, TAP setup), for the
@@ -331,10 +339,10 @@ def parse_buffers(text: str) -> list[tuple[int, int]]:
 def server_cmd(server: str, wl: dict, bins: dict, ns: Netns, pin: str) -> list[str]:
     # netpoll-tap@RX/TX (--buffers): netpoll-tap with these smoltcp socket buffers.
     server, _, bufs = server.partition("@")
-    smol = []
-    if bufs:
-        rx, tx = BUFFER_SIZES[bufs]
-        smol += ["--rx-buf", str(rx), "--tx-buf", str(tx)]
+    # Every smoltcp server with the buffers of raw_benchmark (tap_sink's default; `netpoll
+    # echo` defaults to smoltcp's smaller ones), unless --buffers names others.
+    rx, tx = BUFFER_SIZES[bufs] if bufs else (SMOL_SOCKET_BUF, SMOL_SOCKET_BUF)
+    smol = ["--rx-buf", str(rx), "--tx-buf", str(tx)]
     if server == "netpoll-tap-mtu9000":
         smol += ["--mtu", "9000"]
     one_way = wl["kind"] == "oneway" or "backlog" in wl
@@ -362,15 +370,16 @@ def server_cmd(server: str, wl: dict, bins: dict, ns: Netns, pin: str) -> list[s
             cmd = [*pre, str(bins["netpoll"]), "echo", "--backend", "xdp", *dev, *smol,
                    "--listen", f"{XDP_SMOL}:{PORT}", "--buf", str(wl["buf"]), "--quiet"]
     else:
-        tap = ["--tap", TAP, "--addr", f"{SMOL}/24", *smol]
+        tap = ["--tap", TAP, "--addr", f"{SMOL}/24"]
         pre = ["ip", "netns", "exec", ns.c]
         if server == "raw":
+            # Its buffers are fixed at SMOL_SOCKET_BUF.
             cmd = [*pre, str(bins["raw"]), *tap, *sink_opts]
         elif one_way:
-            cmd = [*pre, str(bins["sink"]), "--backend", "tap", *tap, *sink_opts]
+            cmd = [*pre, str(bins["sink"]), "--backend", "tap", *tap, *smol, *sink_opts]
         else:
-            cmd = [*pre, str(bins["netpoll"]), "echo", "--backend", "tap", *tap, "--listen",
-                   f"{SMOL}:{PORT}", "--buf", str(wl["buf"]), "--quiet"]
+            cmd = [*pre, str(bins["netpoll"]), "echo", "--backend", "tap", *tap, *smol,
+                   "--listen", f"{SMOL}:{PORT}", "--buf", str(wl["buf"]), "--quiet"]
     return pin_cmd(pin, "server") + cmd
 
 
@@ -620,9 +629,11 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
       f"10.9.0.2 and the kernel servers. {kset}"
       + (f"; AF_XDP mode as the servers reported it: {', '.join(xdp_modes)}" if xdp_modes
          else ""))
-    w("- smoltcp servers (netpoll-xdp, netpoll-tap, raw) alike: 64 KiB socket buffers, Nagle "
-      "off, 10 ms delayed ACK, 128 listening sockets in the accept pool (1 in the "
-      "diagnostic); netpoll is `netpoll echo --backend xdp|tap` (echo, bulk echo) and "
+    w(f"- smoltcp servers (netpoll-xdp, netpoll-tap, raw) alike: {size_text(SMOL_SOCKET_BUF)}"
+      " socket buffers (receive and send; netpoll's given as `--rx-buf`/`--tx-buf`, as "
+      "raw_benchmark's are fixed), Nagle off, 10 ms delayed ACK, 128 listening sockets in the "
+      "accept pool (1 in the diagnostic); netpoll is `netpoll echo --backend xdp|tap` (echo, "
+      "bulk echo) and "
       "`hosted/bench/tap_sink.rs --backend xdp|tap` (rx, tx, the diagnostic); the kernel "
       "servers are `netpoll echo --workers 1` and `tap_sink.rs --backend epoll` (netpoll's "
       "`Runtime`, one worker thread like the smoltcp servers)")
