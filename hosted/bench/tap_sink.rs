@@ -7,17 +7,18 @@
 //!
 //! The same modes as `raw_benchmark` (smoltcp alone), written as a netpoll application:
 //! an accept loop and one task per connection over `TcpListener` / `TcpStream`; on smoltcp
-//! with the configuration `netpoll echo --backend tap|xdp` uses (64 KiB socket buffers unless
-//! `--rx-buf` / `--tx-buf` say otherwise, backlog 128, MTU 1500 unless `--mtu`):
+//! with the configuration of `netpoll echo --backend tap|xdp` but `raw_benchmark`'s 64 KiB
+//! socket buffers unless `--rx-buf` / `--tx-buf` say otherwise (backlog 128, MTU 1500 unless
+//! `--mtu`):
 //!
 //! * `sink`: reads `--buf` bytes at a time and verifies the bulk pattern; after the client's
 //!   FIN, answers `OK <bytes>\n` and closes;
 //! * `source`: writes the bulk pattern, `--buf` bytes per `write_all`, until the client goes
 //!   away;
 //! * `echo`: `netpoll echo`'s loop (read into `--buf` bytes, `write_all` them back). The echo
-//!   measurements use `netpoll echo` itself; this mode exists for `--backlog`, which
-//!   `netpoll echo` does not have: the benchmark's diagnostic row runs it with an accept
-//!   pool of one socket to show what the 128 pool sockets cost.
+//!   measurements use `netpoll echo` itself; the benchmark's diagnostic row runs this mode
+//!   with `--backlog 1`, an accept pool of one socket, to show what the 128 pool sockets
+//!   cost.
 //!
 //! ```text
 //! ip netns add np && ip netns exec np bash
@@ -65,15 +66,16 @@ OPTIONS:
     --buf BYTES         Bytes per read (sink, echo) or write (source) [default: 65536]
     --backlog N         Listen backlog: smoltcp sockets in the accept pool [default: 128]
     --rx-buf BYTES      smoltcp's receive buffer per TCP socket, 1024 to 16777216
-                        [default: 65536, as `netpoll echo`] (tap, xdp)
+                        [default: 65536, as raw_benchmark] (tap, xdp)
     --tx-buf BYTES      smoltcp's send buffer per TCP socket, 1024 to 16777216
-                        [default: 65536, as `netpoll echo`] (tap, xdp)
-    --mtu BYTES         smoltcp's MTU, 576 to 9000 [default: 1500] (tap, xdp)
+                        [default: 65536, as raw_benchmark] (tap, xdp)
+    --mtu BYTES         smoltcp's MTU, 576 to 9000 [default: 1500] (tap, xdp); the
+                        interface's own MTU is left as is
     --exit-after SECS   Exit after this long (0: never) [default: 0]
 ";
 
-/// The socket buffer sizes when `--rx-buf` / `--tx-buf` are not given: those of
-/// `netpoll echo --backend tap`, whatever `Config::default` says.
+/// The socket buffer sizes when `--rx-buf` / `--tx-buf` are not given: `raw_benchmark`'s
+/// (fixed), whatever `Config::default` says.
 const DEFAULT_SOCKET_BUF: usize = 64 * 1024;
 
 /// Which engine carries the connections (`--backend`).
