@@ -6,8 +6,8 @@
 Five paths (servers), each a fresh process per measurement, loaded by a kernel TCP client:
 
     netpoll-xdp      netpoll on smoltcp over an AF_XDP socket (copy mode) on one end of a veth
-                     pair, offloads off on both ends: `netpoll echo --backend xdp`, and
-                     hosted/bench/tap_sink.rs --backend xdp for one-way bulk
+                     pair, transmit offloads off on both ends: `netpoll echo --backend xdp`,
+                     and hosted/bench/tap_sink.rs --backend xdp for one-way bulk
     netpoll-tap      netpoll on smoltcp on a TAP device: `netpoll echo --backend tap`, and
                      tap_sink.rs (--backend tap) for one-way bulk
     raw              smoltcp alone on the TAP device: hosted/bench/raw_benchmark.rs, the pattern
@@ -51,11 +51,12 @@ Topology, all inside two network namespaces this script creates and always delet
 
 The kernel paths need the second namespace: two addresses of one namespace talk over the
 loopback device, never over the veth between them. The AF_XDP end npxs has no address (every
-frame arriving there goes to the AF_XDP socket); offloads are off on npxk and npxs (`ethtool
--K DEV tx off rx off gso off tso off gro off`, as hosted/scripts/xdp-echo.sh: smoltcp rejects
-frames whose checksum was left to "hardware"), and likewise on npoc and npos. The TAP servers
-create the TAP device when they start (it goes away with them), so its kernel side is
-configured for each run. Every server reports its address on stdout (`listening <ip:port>`)
+frame arriving there goes to the AF_XDP socket). As in hosted/scripts/xdp-echo.sh, offloads
+are off on npxk and npxs (`ethtool -K DEV tx off rx off gso off tso off gro off`: smoltcp
+rejects frames whose checksum was left to "hardware", and 64 KiB GSO frames), then the
+receive ones (rx, gro) back on at the kernel end npxk. All are off on npoc and npos. The TAP
+servers create the TAP device when they start (it goes away with them), so its kernel side
+is configured for each run. Every server reports its address on stdout (`listening <ip:port>`)
 once it listens.
 
 Reports medians with the per-round spread [min-max], the ratios, server CPU, busy cores, and
@@ -106,7 +107,7 @@ import benchlib as bl
 from benchlib import REPO, cell, die, fmt, log, med, sh
 
 SERVERS = {
-    "netpoll-xdp": "netpoll on smoltcp (AF_XDP copy mode, veth, offloads off)",
+    "netpoll-xdp": "netpoll on smoltcp (AF_XDP copy mode, veth, tx offloads off)",
     "netpoll-tap": "netpoll on smoltcp (TAP)",
     "raw": "smoltcp alone (raw loop, TAP)",
     "kernel-veth-off": "netpoll on kernel TCP (veth, offloads off)",
@@ -153,6 +154,8 @@ VETHS = {
 }
 # What `ethtool -K` turns off on both ends of the AF_XDP pair and of kernel-veth-off.
 OFFLOADS_OFF = ["tx", "off", "rx", "off", "gso", "off", "tso", "off", "gro", "off"]
+# What it then turns back on at the kernel end of the AF_XDP pair (hosted/scripts/xdp-echo.sh).
+XDP_KERNEL_END_ON = ["rx", "on", "gro", "on"]
 PORT = 9009
 # smoltcp's receive and send buffer per TCP socket on every smoltcp server (raw_benchmark's,
 # fixed): `netpoll echo` and tap_sink get it as --rx-buf/--tx-buf.
@@ -227,6 +230,11 @@ class Netns:
                 sh(["ip", "netns", "exec", self.c, "sysctl", "-qw",
                     f"net.ipv6.conf.{end}.disable_ipv6=1"], check=False)
                 self.offloads_off(self.c, end)
+            # As hosted/scripts/xdp-echo.sh: the kernel end's receive offloads back on (GRO
+            # merges smoltcp's segments before the kernel's TCP sees them); the transmit ones
+            # stay off, smoltcp needs whole checksummed frames.
+            sh(["ip", "netns", "exec", self.c, "ethtool", "-K", XDP_KERNEL_END,
+                *XDP_KERNEL_END_ON], check=False)
             sh(["ip", "-n", self.c, "addr", "add", f"{XDP_KERNEL_ADDR}/24", "dev",
                 XDP_KERNEL_END])
             sh(["ip", "-n", self.c, "link", "set", XDP_KERNEL_END, "up"])
@@ -624,7 +632,7 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
     w("- namespace C: the kernel client; TAP `nptap0` (kernel 10.7.0.1 ↔ smoltcp 10.7.0.2, "
       "MTU 1500, no offloads on the TAP fd); veth `npxk` 10.6.0.1 ↔ `npxs` (no address, an "
       "XDP program and an AF_XDP socket on queue 0, smoltcp 10.6.0.2; both ends MTU 1500, "
-      "offloads off); the client ends of the kernel paths' veth pairs, 10.8.0.1 (default "
+      "transmit offloads off, GRO on at the kernel end); the client ends of the kernel paths' veth pairs, 10.8.0.1 (default "
       "offloads) and 10.9.0.1 (offloads off). Namespace S: their server ends 10.8.0.2 and "
       f"10.9.0.2 and the kernel servers. {kset}"
       + (f"; AF_XDP mode as the servers reported it: {', '.join(xdp_modes)}" if xdp_modes
