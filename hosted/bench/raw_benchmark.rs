@@ -54,15 +54,25 @@ OPTIONS:
     --mode MODE         sink | source | echo [default: echo]
     --buf BYTES         Echo buffer [default: 128]
     --backlog N         Listening sockets kept in the pool [default: 128]
+    --socket-buf BYTES  Receive and send buffer per TCP socket [default: 65536]
     --exit-after SECS   Exit after this long (0: never) [default: 0]
 ";
 
 /// Parses the command line: the options shared with the other TAP server (`bench_support`).
-fn parse_args(mut p: lexopt::Parser) -> Result<Option<Options>, String> {
+fn parse_args(mut p: lexopt::Parser) -> Result<Option<(Options, usize)>, String> {
     let mut o = Options::defaults(Mode::Echo, 128);
+    let mut socket_buf = 64 * 1024;
     while let Some(arg) = bench_support::next(&mut p)? {
         match arg {
             lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => return Ok(None),
+            lexopt::Arg::Long("socket-buf") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                socket_buf = v
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1024..=16 << 20).contains(n))
+                    .ok_or_else(|| format!("--socket-buf {v:?}: expected 1024 to 16777216"))?;
+            }
             lexopt::Arg::Long(name) => {
                 let name = name.to_owned();
                 o.take(&mut p, &name)?;
@@ -70,7 +80,7 @@ fn parse_args(mut p: lexopt::Parser) -> Result<Option<Options>, String> {
             other => return Err(bench_support::unexpected(other)),
         }
     }
-    o.check().map(Some)
+    o.check().map(|o| Some((o, socket_buf)))
 }
 
 /// One accepted connection and its progress.
@@ -83,10 +93,10 @@ struct Conn {
 }
 
 /// A TCP socket configured as netpoll's host configures its sockets by default.
-fn new_listening(sockets: &mut SocketSet<'static>, port: u16) -> SocketHandle {
+fn new_listening(sockets: &mut SocketSet<'static>, port: u16, socket_buf: usize) -> SocketHandle {
     let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0u8; 64 * 1024]),
-        tcp::SocketBuffer::new(vec![0u8; 64 * 1024]),
+        tcp::SocketBuffer::new(vec![0u8; socket_buf]),
+        tcp::SocketBuffer::new(vec![0u8; socket_buf]),
     );
     s.set_nagle_enabled(false);
     s.set_ack_delay(Some(SmolDuration::from_millis(10)));
@@ -171,7 +181,7 @@ fn serve(
     !matches!(s.state(), State::Closed | State::TimeWait)
 }
 
-fn run(o: Options) -> Result<(), String> {
+fn run(o: Options, socket_buf: usize) -> Result<(), String> {
     let epoch = Instant::now();
     let now = || SmolInstant::from_micros(epoch.elapsed().as_micros() as i64);
     let mut device = TapDevice::open_with_mtu(&o.tap, 1500)
@@ -187,7 +197,7 @@ fn run(o: Options) -> Result<(), String> {
     }
     let mut sockets = SocketSet::new(Vec::new());
     let mut pool: Vec<SocketHandle> = (0..o.backlog)
-        .map(|_| new_listening(&mut sockets, o.port))
+        .map(|_| new_listening(&mut sockets, o.port, socket_buf))
         .collect();
     let mut conns: Vec<Conn> = Vec::new();
     let pattern = pattern();
@@ -226,7 +236,7 @@ fn run(o: Options) -> Result<(), String> {
                         offset: 0,
                         answered: false,
                     });
-                    pool.push(new_listening(&mut sockets, o.port));
+                    pool.push(new_listening(&mut sockets, o.port, socket_buf));
                 }
             }
         }
@@ -271,7 +281,7 @@ fn main() -> ExitCode {
             eprintln!("raw_benchmark: {e}");
             ExitCode::from(2)
         }
-        Ok(Some(o)) => match run(o) {
+        Ok(Some((o, socket_buf))) => match run(o, socket_buf) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("raw_benchmark: {e}");

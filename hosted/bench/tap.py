@@ -154,12 +154,12 @@ VETHS = {
 }
 # What `ethtool -K` turns off on both ends of the AF_XDP pair and of kernel-veth-off.
 OFFLOADS_OFF = ["tx", "off", "rx", "off", "gso", "off", "tso", "off", "gro", "off"]
-# What it then turns back on at the kernel end of the AF_XDP pair (hosted/scripts/xdp-echo.sh).
-XDP_KERNEL_END_ON = ["rx", "on", "gro", "on"]
 PORT = 9009
-# smoltcp's receive and send buffer per TCP socket on every smoltcp server (raw_benchmark's,
-# fixed): `netpoll echo` and tap_sink get it as --rx-buf/--tx-buf.
-SMOL_SOCKET_BUF = 65536
+# smoltcp's receive and send buffer per TCP socket on every smoltcp server: `netpoll echo` and
+# tap_sink get it as --rx-buf/--tx-buf, raw_benchmark as --socket-buf. smoltcp cannot grow a
+# window as the kernel's autotuning does (up to tcp_rmem's 6 MiB), and at 64 KiB one
+# connection's throughput is bounded by window / round trip rather than by the path.
+SMOL_SOCKET_BUF = 262144
 # A server left behind by a crash of this script exits on its own after this long.
 SERVER_LIFETIME_S = 120
 # What a measurement costs beyond its load (server start and stop, TAP setup), for the
@@ -230,11 +230,6 @@ class Netns:
                 sh(["ip", "netns", "exec", self.c, "sysctl", "-qw",
                     f"net.ipv6.conf.{end}.disable_ipv6=1"], check=False)
                 self.offloads_off(self.c, end)
-            # As hosted/scripts/xdp-echo.sh: the kernel end's receive offloads back on (GRO
-            # merges smoltcp's segments before the kernel's TCP sees them); the transmit ones
-            # stay off, smoltcp needs whole checksummed frames.
-            sh(["ip", "netns", "exec", self.c, "ethtool", "-K", XDP_KERNEL_END,
-                *XDP_KERNEL_END_ON], check=False)
             sh(["ip", "-n", self.c, "addr", "add", f"{XDP_KERNEL_ADDR}/24", "dev",
                 XDP_KERNEL_END])
             sh(["ip", "-n", self.c, "link", "set", XDP_KERNEL_END, "up"])
@@ -248,6 +243,24 @@ class Netns:
         still = [f for f, on in offloads(ns, dev).items() if on]
         if still:
             raise RuntimeError(f"{dev}: offloads still on after ethtool -K: {', '.join(still)}")
+
+    def steer(self, pin: str) -> None:
+        """Receive packet steering: each side's kernel receive work on that side's core.
+
+        On a veth pair or a TAP device the receiver's whole input path (the kernel client's TCP
+        for what a server sends) otherwise runs inside the sender's system call, on the
+        sender's core; two machines would each do their own. With `pin` split the client's
+        kernel interfaces steer to the client's core and the kernel servers' to the server's;
+        with `same` both to the shared core; with `none` steering is off."""
+        client = {"split": "1", "same": "1"}.get(pin, "0")
+        server = {"split": "2", "same": "1"}.get(pin, "0")
+        ends = [(self.c, XDP_KERNEL_END, client), (self.c, TAP, client)]
+        for end_c, end_s, _, _ in VETHS.values():
+            ends += [(self.c, end_c, client), (self.s, end_s, server)]
+        for ns, dev, mask in ends:
+            path = f"/sys/class/net/{dev}/queues/rx-0/rps_cpus"
+            sh(["ip", "netns", "exec", ns, "sh", "-c", f"[ ! -e {path} ] || echo {mask} > {path}"],
+               check=False)
 
     def configure_tap(self, mtu: int | None = None) -> None:
         """Gives the kernel side of the (freshly created) TAP device its address."""
@@ -381,8 +394,7 @@ def server_cmd(server: str, wl: dict, bins: dict, ns: Netns, pin: str) -> list[s
         tap = ["--tap", TAP, "--addr", f"{SMOL}/24"]
         pre = ["ip", "netns", "exec", ns.c]
         if server == "raw":
-            # Its buffers are fixed at SMOL_SOCKET_BUF.
-            cmd = [*pre, str(bins["raw"]), *tap, *sink_opts]
+            cmd = [*pre, str(bins["raw"]), *tap, "--socket-buf", str(rx), *sink_opts]
         elif one_way:
             cmd = [*pre, str(bins["sink"]), "--backend", "tap", *tap, *smol, *sink_opts]
         else:
@@ -632,14 +644,16 @@ def report(args, mach, results, profiles, syscalls, started, load0, load1, elaps
     w("- namespace C: the kernel client; TAP `nptap0` (kernel 10.7.0.1 ↔ smoltcp 10.7.0.2, "
       "MTU 1500, no offloads on the TAP fd); veth `npxk` 10.6.0.1 ↔ `npxs` (no address, an "
       "XDP program and an AF_XDP socket on queue 0, smoltcp 10.6.0.2; both ends MTU 1500, "
-      "transmit offloads off, GRO on at the kernel end); the client ends of the kernel paths' veth pairs, 10.8.0.1 (default "
-      "offloads) and 10.9.0.1 (offloads off). Namespace S: their server ends 10.8.0.2 and "
-      f"10.9.0.2 and the kernel servers. {kset}"
+      "offloads off as on kernel-veth-off); the client ends of the kernel paths' veth pairs, "
+      "10.8.0.1 (default offloads) and 10.9.0.1 (offloads off). Namespace S: their server "
+      f"ends 10.8.0.2 and 10.9.0.2 and the kernel servers. {kset}. Receive packet steering "
+      "(`rps_cpus`) puts each side's kernel receive work on that side's core (on veth and "
+      "TAP the receiver's input path would otherwise run inside the sender's system call)"
       + (f"; AF_XDP mode as the servers reported it: {', '.join(xdp_modes)}" if xdp_modes
          else ""))
     w(f"- smoltcp servers (netpoll-xdp, netpoll-tap, raw) alike: {size_text(SMOL_SOCKET_BUF)}"
-      " socket buffers (receive and send; netpoll's given as `--rx-buf`/`--tx-buf`, as "
-      "raw_benchmark's are fixed), Nagle off, 10 ms delayed ACK, 128 listening sockets in the "
+      " socket buffers (receive and send: `--rx-buf`/`--tx-buf` for netpoll, `--socket-buf` "
+      "for raw_benchmark; the kernel autotunes its own), Nagle off, 10 ms delayed ACK, 128 listening sockets in the "
       "accept pool (1 in the diagnostic); netpoll is `netpoll echo --backend xdp|tap` (echo, "
       "bulk echo) and "
       "`hosted/bench/tap_sink.rs --backend xdp|tap` (rx, tx, the diagnostic); the kernel "
@@ -855,6 +869,7 @@ def main() -> int:
                 ns.configure_tap()
             elif server == "netpoll-tap-mtu9000":
                 ns.configure_tap(mtu=9000)
+            ns.steer(pin_of(args, wl))
             cmd = client_cmd(server, wl, bins, ns, args, srv.pid, label, pin_of(args, wl))
             timeout = args.duration + args.warmup + 40
             cpu0, w0, busy0, ours0 = srv.cpu_s(), time.monotonic(), bl.busy_s(), bl.ours_s()

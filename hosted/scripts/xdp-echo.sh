@@ -24,8 +24,7 @@
 #
 # XDP sees a frame as the peer handed it to the veth. With the kernel end's offloads on, its
 # TCP segments carry checksums left for "hardware" to fill (and may be 64 KiB GSO frames),
-# which smoltcp rejects; so the script turns the transmit offloads off with ethtool on both
-# ends, and leaves the kernel end's receive offloads (GRO) on.
+# which smoltcp rejects; so the script turns them off with ethtool on both ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -65,9 +64,6 @@ for end in "$KERNEL_END" "$XDP_END"; do
   ip netns exec "$NS" sysctl -q -w "net.ipv6.conf.$end.disable_ipv6=1"
   ip netns exec "$NS" ethtool -K "$end" tx off rx off gso off tso off gro off >/dev/null 2>&1
 done
-# The kernel end's receive offloads stay on: GRO merges smoltcp's segments before the kernel's
-# TCP sees them (on veth, turning GRO on gives that end a NAPI receive path).
-ip netns exec "$NS" ethtool -K "$KERNEL_END" rx on gro on >/dev/null 2>&1
 if [ -n "${MTU:-}" ]; then
   # Both ends: veth drops a frame larger than the receiving end's MTU.
   ip -n "$NS" link set "$KERNEL_END" mtu "$MTU"
