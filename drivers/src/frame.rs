@@ -91,18 +91,30 @@ pub(crate) fn tcp_segment(frame: &[u8], medium: Medium) -> Option<Segment<'_>> {
     })
 }
 
+impl Segment<'_> {
+    /// The addresses, ports and flags.
+    pub(crate) fn info(&self) -> TcpInfo {
+        let tcp = &self.tcp;
+        TcpInfo {
+            src: self.src,
+            dst: self.dst,
+            src_port: tcp.src_port(),
+            dst_port: tcp.dst_port(),
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            rst: tcp.rst(),
+        }
+    }
+
+    /// The IPv4 header checksum (if any) and the TCP checksum hold.
+    pub(crate) fn checksums_ok(&self) -> bool {
+        self.ip_checksum_ok && self.tcp.verify_checksum(&self.src, &self.dst)
+    }
+}
+
 /// The addresses, ports and flags of the TCP segment in `frame` (see [`tcp_segment`]).
 pub(crate) fn tcp_info(frame: &[u8], medium: Medium) -> Option<TcpInfo> {
-    let Segment { src, dst, tcp, .. } = tcp_segment(frame, medium)?;
-    Some(TcpInfo {
-        src,
-        dst,
-        src_port: tcp.src_port(),
-        dst_port: tcp.dst_port(),
-        syn: tcp.syn(),
-        ack: tcp.ack(),
-        rst: tcp.rst(),
-    })
+    tcp_segment(frame, medium).map(|seg| seg.info())
 }
 
 #[cfg(test)]

@@ -391,3 +391,40 @@ fn lossy_link_both_directions_delivers_every_byte() {
     let stats = net.switch.stats();
     assert!(stats.lost > 0 && stats.duplicated > 0 && stats.corrupted > 0 && stats.reordered > 0);
 }
+
+/// TCP frames whose checksum does not hold are dropped before smoltcp sees them (the host
+/// verifies each TCP frame once, and smoltcp is built not to verify again): a SYN with a bad
+/// TCP checksum, or a bad IPv4 header checksum, takes no pool socket and is counted, and the
+/// listener then serves a real client as before.
+#[test]
+fn frames_with_bad_checksums_are_dropped_and_counted() {
+    let mut net = WireNet::new();
+    let (a, b) = (net.a.clone(), net.b.clone());
+    let host_a = a.host().clone();
+    let addr = net.addr_a(80);
+    let wire = net.wire.clone();
+    let h = net.scheduler.handle().clone();
+    net.scheduler.block_on(async move {
+        let listener = TcpListener::bind_with_backlog(&a, addr, 4).unwrap();
+        spawn_echo_server(&h, listener);
+        let mut syn = spoofed_syn(Ipv4Address::new(10, 0, 0, 99), 40_000, 80, 1234);
+        let last = syn.len() - 1;
+        syn[last] ^= 0x5a;
+        let corrupted_payload = syn.clone();
+        wire.inject(Side::A, syn);
+        // A SYN with a bad TCP checksum but a valid IPv4 header, and one with both bad.
+        let mut both = corrupted_payload;
+        both[14 + 10] ^= 0xff;
+        wire.inject(Side::A, both);
+        h.sleep(Duration::from_millis(20)).await;
+        let states = host_a.socket_states();
+        assert!(
+            !states.contains(&State::SynReceived),
+            "a corrupted SYN took a pool socket: {states:?}"
+        );
+        assert_eq!(host_a.stats().bad_checksums, 2, "{:?}", host_a.stats());
+        let conn = TcpStream::connect(&b, addr).await.unwrap();
+        echo_once(&conn, b"after the corrupted SYNs").await;
+        conn.close().await.unwrap();
+    });
+}

@@ -53,10 +53,10 @@ impl<D: Device> Inner<D> {
     pub(super) fn process_dirty(&mut self, events: &mut dyn Events) {
         let mut list = core::mem::take(&mut self.dirty_scratch);
         core::mem::swap(&mut list, &mut *self.dirty.list.lock());
-        let ts = self.now();
+        let now = self.pass_ts.total_micros();
         for &index in &list {
-            self.process_one(index, events, ts.total_micros());
-            self.sync(index, ts);
+            self.process_one(index, events, now);
+            self.sync_later(index);
         }
         list.clear();
         self.dirty_scratch = list;

@@ -24,14 +24,26 @@ impl<D: Device> Inner<D> {
     /// Re-files socket `index` after anything may have changed it: its 4-tuple in the demux
     /// map and its next poll instant in the timer queue.
     pub(super) fn sync(&mut self, index: u32, ts: smoltcp::time::Instant) {
-        let Inner {
-            iface,
-            socks,
-            router,
-            timers,
-            config,
-            ..
-        } = self;
+        self.sync_tuple(index);
+        self.sync_due(index, ts);
+    }
+
+    /// Re-files socket `index`'s 4-tuple now (the next frame of the batch may need the demux
+    /// entry), and its timer at the end of the pass: a batch of frames for one connection
+    /// re-files its timer once, not once per frame.
+    pub(super) fn sync_later(&mut self, index: u32) {
+        self.sync_tuple(index);
+        if let Some((_, sock)) = self.socks.at_mut(index) {
+            if !sock.refile_pending {
+                sock.refile_pending = true;
+                self.touched.push(index);
+            }
+        }
+    }
+
+    /// Files socket `index` in the demux map under its current 4-tuple.
+    fn sync_tuple(&mut self, index: u32) {
+        let Inner { socks, router, .. } = self;
         let Some((_, sock)) = socks.at_mut(index) else {
             return;
         };
@@ -55,6 +67,21 @@ impl<D: Device> Inner<D> {
                 }
             }
         }
+    }
+
+    /// Files socket `index` in the timer queue under the instant smoltcp next wants it polled.
+    fn sync_due(&mut self, index: u32, ts: smoltcp::time::Instant) {
+        let Inner {
+            iface,
+            socks,
+            timers,
+            config,
+            ..
+        } = self;
+        let Some((_, sock)) = socks.at_mut(index) else {
+            return;
+        };
+        sock.refile_pending = false;
         let due = iface
             .poll_delay(ts, &sock.set)
             .map(|d| ts.total_micros().saturating_add(d.total_micros() as i64));

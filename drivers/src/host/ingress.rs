@@ -14,7 +14,7 @@
 use core::net::SocketAddr;
 
 use smoltcp::iface::PollIngressSingleResult;
-use smoltcp::phy::{Device, DeviceCapabilities, PacketMeta, RxToken};
+use smoltcp::phy::{Checksum, Device, DeviceCapabilities, PacketMeta, RxToken};
 use smoltcp::socket::tcp::State;
 use smoltcp::wire::IpEndpoint;
 
@@ -67,8 +67,16 @@ impl<D: Device> Inner<D> {
             // The frame is looked at and handed over inside one `consume`, without a copy.
             rx.consume(|frame| {
                 stats.frames_in += 1;
-                route = match frame::tcp_info(frame, caps.medium) {
-                    Some(info) => router.route(&info, ts, socks, stats),
+                // One look at the headers and one checksum pass per TCP frame: smoltcp is
+                // built not to verify TCP checksums (`rx_caps`), the routing and early
+                // retransmission reuse this parse.
+                let segment = frame::tcp_segment(frame, caps.medium);
+                route = match &segment {
+                    Some(seg) if !seg.checksums_ok() => {
+                        stats.bad_checksums += 1;
+                        Route::Drop
+                    }
+                    Some(seg) => router.route(&seg.info(), ts, socks, stats),
                     None => {
                         non_tcp = true;
                         Route::NoSocket
@@ -89,13 +97,8 @@ impl<D: Device> Inner<D> {
                     Some(sock) => {
                         let _: PollIngressSingleResult =
                             iface.poll_ingress_single(ts, &mut one, &mut sock.set);
-                        if early_retransmit {
-                            PeerAck::observe(
-                                &mut sock.peer_ack,
-                                frame,
-                                caps.medium,
-                                ts.total_micros(),
-                            );
+                        if let (true, Some(seg)) = (early_retransmit, &segment) {
+                            PeerAck::observe(&mut sock.peer_ack, seg, ts.total_micros());
                         }
                     }
                     // Not TCP: UDP goes to the datagram sockets (smoltcp matches the port);
@@ -112,7 +115,7 @@ impl<D: Device> Inner<D> {
             });
         }
         if let Route::Socket(i) = route {
-            self.sync(i, ts);
+            self.sync_later(i);
         }
         if non_tcp {
             // An ARP or NDP answer may be what a stalled socket waits for.
@@ -382,5 +385,56 @@ impl<'f, T: smoltcp::phy::TxToken> Device for OneFrame<'f, '_, T> {
 
     fn capabilities(&self) -> DeviceCapabilities {
         self.caps.clone()
+    }
+}
+
+/// The capabilities smoltcp's interface is built with: the device's, except that smoltcp does
+/// not verify TCP checksums on receive, since `Inner::ingress_one` verifies them once before
+/// a frame reaches smoltcp (and drops those that fail). smoltcp still computes them on send.
+pub(super) fn rx_caps(device: &DeviceCapabilities) -> DeviceCapabilities {
+    let mut caps = device.clone();
+    caps.checksum.tcp = match caps.checksum.tcp {
+        Checksum::Both | Checksum::Tx => Checksum::Tx,
+        Checksum::Rx | Checksum::None => Checksum::None,
+    };
+    caps
+}
+
+/// A device that only reports capabilities: what `Interface::new` reads (it takes nothing
+/// else from the device).
+pub(super) struct CapsOnly(pub(super) DeviceCapabilities);
+
+impl Device for CapsOnly {
+    type RxToken<'a>
+        = FrameRx<'static>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = NoRoom
+    where
+        Self: 'a;
+
+    fn receive(
+        &mut self,
+        _timestamp: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.0.clone()
+    }
+}
+
+/// The transmit token type of [`CapsOnly`], which never hands one out.
+pub(super) enum NoRoom {}
+
+impl smoltcp::phy::TxToken for NoRoom {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, _len: usize, _f: F) -> R {
+        match self {}
     }
 }

@@ -69,6 +69,8 @@ pub struct HostStats {
     pub sockets: usize,
     /// Connections filed in the 4-tuple demux map now.
     pub connections: usize,
+    /// TCP frames dropped because their IPv4 header or TCP checksum did not hold.
+    pub bad_checksums: u64,
 }
 
 /// What a smoltcp socket is to us.
@@ -105,6 +107,8 @@ struct Sock {
     synack_blocked: bool,
     /// The peer's newest ACK, for early retransmission (`host/probe.rs`).
     peer_ack: Option<probe::PeerAck>,
+    /// On the touched list for its timer to be re-filed (`Inner::sync_later`).
+    refile_pending: bool,
 }
 
 impl Sock {
@@ -251,7 +255,7 @@ impl<D: Device> Host<D> {
     ///
     /// Fails with [`DriverError::InvalidConfig`] where smoltcp would panic: a non-unicast MAC or
     /// address, a medium smoltcp was not built for, too many addresses or routes.
-    pub fn new(mut device: D, config: Config, clock: Arc<dyn Clock>) -> Result<Self, DriverError> {
+    pub fn new(device: D, config: Config, clock: Arc<dyn Clock>) -> Result<Self, DriverError> {
         let caps = device.capabilities();
         #[allow(unreachable_patterns)]
         let hw = match caps.medium {
@@ -274,7 +278,11 @@ impl<D: Device> Host<D> {
         config.validate()?;
         let mut ic = IfaceConfig::new(hw);
         ic.random_seed = config.random_seed;
-        let mut iface = Interface::new(ic, &mut device, to_smol(clock.now()));
+        let mut iface = Interface::new(
+            ic,
+            &mut ingress::CapsOnly(ingress::rx_caps(&caps)),
+            to_smol(clock.now()),
+        );
         let mut overflow = false;
         iface.update_ip_addrs(|addrs| {
             for c in &config.addresses {
@@ -403,6 +411,7 @@ impl<D: Device> Inner<D> {
             stalled: false,
             synack_blocked: false,
             peer_ack: None,
+            refile_pending: false,
         });
         debug_assert_eq!(id.index, index, "slab: next_index disagrees with insert");
         id
@@ -522,10 +531,13 @@ impl<D: Device> Inner<D> {
             }
         }
         more |= n == budget;
+        // Timers of the sockets the frames touched, before egress looks for due ones.
+        self.sync_touched();
         let pass = self.egress(ts);
         more |= pass.more;
         let udp_delay = self.drive_datagrams(ts, events);
         self.process_dirty(events);
+        self.sync_touched();
         for (key, r) in self.raised.drain(..) {
             events.push_event(key, r);
         }

@@ -16,6 +16,7 @@ use smoltcp::wire::{
 };
 
 use super::ingress::Tuple;
+use crate::frame::Segment;
 
 /// The newest valid segment from a connection's peer, reduced to what a replayed ACK needs.
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +43,9 @@ pub(super) struct PeerAck {
 const MAX_REPLAYS: u8 = 6;
 
 impl PeerAck {
-    /// Records the segment in `frame` (already routed to this connection) if its checksum holds.
-    pub(super) fn observe(slot: &mut Option<PeerAck>, frame: &[u8], medium: Medium, now: i64) {
-        let Some(seen) = parse(frame, medium) else {
+    /// Records `seg`, a checksum-valid segment routed to this connection.
+    pub(super) fn observe(slot: &mut Option<PeerAck>, seg: &Segment<'_>, now: i64) {
+        let Some(seen) = ack_fields(seg) else {
             return;
         };
         // Wrapping comparison: a reordered older segment must not look like progress.
@@ -164,16 +165,10 @@ impl PeerAck {
     }
 }
 
-/// The fields of a checksum-valid TCP segment in `frame` that a replay needs.
-fn parse(frame: &[u8], medium: Medium) -> Option<PeerAck> {
-    let seg = crate::frame::tcp_segment(frame, medium)?;
+/// The fields of a TCP segment that a replay needs, if it carries an ACK (and no SYN or RST).
+fn ack_fields(seg: &Segment<'_>) -> Option<PeerAck> {
     let t = &seg.tcp;
-    if !seg.ip_checksum_ok
-        || !t.ack()
-        || t.rst()
-        || t.syn()
-        || !t.verify_checksum(&seg.src, &seg.dst)
-    {
+    if !t.ack() || t.rst() || t.syn() {
         return None;
     }
     let len = t.payload().len() as u32 + u32::from(t.fin());
