@@ -420,8 +420,8 @@ impl<S: ReadinessSource> WorkerLoop<'_, S> {
         let mut timeout = Some(Duration::ZERO);
         if !runnable {
             let next = shared.timers.lock().next_when();
-            let now = shared.clock.now();
-            timeout = next.map(|t| t.saturating_duration_since(now));
+            // The clock only when a timer is pending: a clock read is not free in a VM.
+            timeout = next.map(|t| t.saturating_duration_since(shared.clock.now()));
             let until = next.map_or(POLL_FOREVER, |t| t.as_nanos());
             shared.poll_until.store(until, Ordering::SeqCst);
         }
