@@ -78,3 +78,31 @@ impl Harness for WireV6Harness {
         net.scheduler.block_on(body(env));
     }
 }
+
+/// Checks that instance `H` really runs over IPv6: both ends of a connection have IPv6
+/// addresses, and bytes cross it.
+pub fn check_both_ends_are_ipv6<H: Harness>() {
+    use netpoll_stack::TcpStream;
+
+    H::run(|env| async move {
+        let listener = env.listen();
+        let server_addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(&env.client, server_addr).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        for addr in [
+            server_addr,
+            peer,
+            client.local_addr().unwrap(),
+            server.peer_addr().unwrap(),
+        ] {
+            assert!(addr.is_ipv6(), "{addr}");
+        }
+        client.write_all(b"v6").await.unwrap();
+        let mut buf = [0u8; 2];
+        let mut got = 0;
+        while got < 2 {
+            got += server.read(&mut buf[got..]).await.unwrap();
+        }
+        assert_eq!(&buf, b"v6");
+    });
+}

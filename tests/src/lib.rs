@@ -52,6 +52,7 @@ use netpoll_stack::{Error, SocketBackend, TcpListener, TcpStream};
 pub mod checked;
 pub mod hosted;
 pub mod ipv6;
+pub mod mixed;
 pub mod sim;
 pub mod smoltcp;
 pub mod suite;

@@ -18,17 +18,15 @@
 //! `conformance_suite!(netpoll_conformance::xdp::XdpHarness)`.
 
 use core::future::Future;
-use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
-use netpoll_core::{Handle, Key};
 use netpoll_drivers::netns::{self, ip};
 use netpoll_drivers::smoltcp::wire::{EthernetAddress, IpCidr};
-use netpoll_drivers::{Config, SmolBackend, SmolSocket, XdpDevice, XdpMode};
-use netpoll_hosted::{KernelBackend, KernelSocket, MixedNet};
-use netpoll_stack::backend::Shutdown;
-use netpoll_stack::{ErrorKind, SocketBackend, TryError};
+use netpoll_drivers::{Config, XdpDevice, XdpMode};
+use netpoll_hosted::MixedNet;
 
+use crate::mixed::{current_test, MixedBackend, MixedSocket};
 use crate::{Env, Harness};
 
 /// The veth end the AF_XDP socket binds to (no kernel address).
@@ -53,7 +51,7 @@ impl Harness for XdpHarness {
         F: FnOnce(Env<XdpBackend>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let test = current_test();
+        let test = current_test("XdpHarness");
         if std::env::var_os(netns::INSIDE).is_none() && !has_ethtool() {
             return netns::skip(
                 &test,
@@ -134,177 +132,8 @@ where
     net.scheduler.block_on(body(env));
 }
 
-/// The libtest name of the running test (libtest names each test's thread after it), which is
-/// how the harness re-runs just this case inside a namespace.
-fn current_test() -> String {
-    match std::thread::current().name() {
-        Some(name) if name != "main" => name.to_owned(),
-        _ => panic!("XdpHarness runs only inside a #[test] (it re-runs the test by name)"),
-    }
-}
-
-// ===== The backend: either stack =====
-
-/// The backend of the AF_XDP instance: smoltcp (the server side) or the kernel (the client
-/// side). Both are polled by the same [`MixedNet`] scheduler, so one [`Env`] can hold them.
-#[derive(Debug, Clone)]
-pub enum XdpBackend {
-    /// smoltcp on the AF_XDP socket.
-    Smol(SmolBackend<XdpDevice>),
-    /// Kernel sockets, polled through the mixed source's epoll half.
-    Kernel(KernelBackend),
-}
-
-/// A socket of a [`XdpBackend`]; always of the variant of the backend that made it.
-#[derive(Debug)]
-pub enum XdpSocket {
-    /// A smoltcp socket.
-    Smol(SmolSocket),
-    /// A kernel socket.
-    Kernel(KernelSocket),
-}
-
-/// Runs `$e` with the backend and socket of the same stack bound to `$b` and `$s`.
-macro_rules! dispatch {
-    ($self:expr, $socket:expr, |$b:ident, $s:ident| $e:expr) => {
-        match ($self, $socket) {
-            (XdpBackend::Smol($b), XdpSocket::Smol($s)) => $e,
-            (XdpBackend::Kernel($b), XdpSocket::Kernel($s)) => $e,
-            _ => mismatch(),
-        }
-    };
-}
-
-/// A socket handed to the other stack's backend: the stack never does that (each socket goes
-/// back to the backend that made it), so this is a harness bug.
-#[track_caller]
-fn mismatch() -> ! {
-    panic!("XdpBackend: a socket was used with the other stack's backend")
-}
-
-impl SocketBackend for XdpBackend {
-    type Socket = XdpSocket;
-
-    fn handle(&self) -> &Handle {
-        match self {
-            XdpBackend::Smol(b) => b.handle(),
-            XdpBackend::Kernel(b) => b.handle(),
-        }
-    }
-
-    fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<XdpSocket, ErrorKind> {
-        match self {
-            XdpBackend::Smol(b) => b.listen(addr, backlog).map(XdpSocket::Smol),
-            XdpBackend::Kernel(b) => b.listen(addr, backlog).map(XdpSocket::Kernel),
-        }
-    }
-
-    fn stream(&self, remote: SocketAddr) -> Result<XdpSocket, ErrorKind> {
-        match self {
-            XdpBackend::Smol(b) => b.stream(remote).map(XdpSocket::Smol),
-            XdpBackend::Kernel(b) => b.stream(remote).map(XdpSocket::Kernel),
-        }
-    }
-
-    fn register(&self, socket: &XdpSocket, key: Key) -> Result<(), ErrorKind> {
-        dispatch!(self, socket, |b, s| b.register(s, key))
-    }
-
-    fn deregister(&self, socket: &XdpSocket) {
-        dispatch!(self, socket, |b, s| b.deregister(s))
-    }
-
-    fn try_accept(&self, listener: &XdpSocket) -> Result<(XdpSocket, SocketAddr), TryError> {
-        match (self, listener) {
-            (XdpBackend::Smol(b), XdpSocket::Smol(l)) => {
-                b.try_accept(l).map(|(s, peer)| (XdpSocket::Smol(s), peer))
-            }
-            (XdpBackend::Kernel(b), XdpSocket::Kernel(l)) => b
-                .try_accept(l)
-                .map(|(s, peer)| (XdpSocket::Kernel(s), peer)),
-            _ => mismatch(),
-        }
-    }
-
-    fn start_connect(&self, socket: &XdpSocket, addr: SocketAddr) -> Result<(), TryError> {
-        dispatch!(self, socket, |b, s| b.start_connect(s, addr))
-    }
-
-    fn finish_connect(&self, socket: &XdpSocket) -> Result<(), TryError> {
-        dispatch!(self, socket, |b, s| b.finish_connect(s))
-    }
-
-    fn try_read(&self, socket: &XdpSocket, buf: &mut [u8]) -> Result<usize, TryError> {
-        dispatch!(self, socket, |b, s| b.try_read(s, buf))
-    }
-
-    fn try_read_drained(
-        &self,
-        socket: &XdpSocket,
-        buf: &mut [u8],
-    ) -> Result<(usize, bool), TryError> {
-        dispatch!(self, socket, |b, s| b.try_read_drained(s, buf))
-    }
-
-    fn edge_on_register(&self, socket: &XdpSocket) -> bool {
-        dispatch!(self, socket, |b, s| b.edge_on_register(s))
-    }
-
-    fn try_write(&self, socket: &XdpSocket, buf: &[u8]) -> Result<usize, TryError> {
-        dispatch!(self, socket, |b, s| b.try_write(s, buf))
-    }
-
-    fn shutdown(&self, socket: &XdpSocket, how: Shutdown) -> Result<(), ErrorKind> {
-        dispatch!(self, socket, |b, s| b.shutdown(s, how))
-    }
-
-    fn local_addr(&self, socket: &XdpSocket) -> Result<SocketAddr, ErrorKind> {
-        dispatch!(self, socket, |b, s| b.local_addr(s))
-    }
-
-    fn peer_addr(&self, socket: &XdpSocket) -> Result<SocketAddr, ErrorKind> {
-        dispatch!(self, socket, |b, s| b.peer_addr(s))
-    }
-
-    fn set_nodelay(&self, socket: &XdpSocket, nodelay: bool) -> Result<(), ErrorKind> {
-        dispatch!(self, socket, |b, s| b.set_nodelay(s, nodelay))
-    }
-
-    fn nodelay(&self, socket: &XdpSocket) -> Result<bool, ErrorKind> {
-        dispatch!(self, socket, |b, s| b.nodelay(s))
-    }
-
-    fn close(&self, socket: &XdpSocket, abort: bool) {
-        dispatch!(self, socket, |b, s| b.close(s, abort))
-    }
-}
-
-impl netpoll_stack::DatagramBackend for XdpBackend {
-    fn bind_datagram(&self, addr: SocketAddr) -> Result<XdpSocket, ErrorKind> {
-        match self {
-            XdpBackend::Smol(b) => b.bind_datagram(addr).map(XdpSocket::Smol),
-            XdpBackend::Kernel(b) => b.bind_datagram(addr).map(XdpSocket::Kernel),
-        }
-    }
-
-    fn connect_datagram(&self, socket: &XdpSocket, addr: SocketAddr) -> Result<(), ErrorKind> {
-        dispatch!(self, socket, |b, s| b.connect_datagram(s, addr))
-    }
-
-    fn try_recv_from(
-        &self,
-        socket: &XdpSocket,
-        buf: &mut [u8],
-    ) -> Result<(usize, SocketAddr), TryError> {
-        dispatch!(self, socket, |b, s| b.try_recv_from(s, buf))
-    }
-
-    fn try_send_to(
-        &self,
-        socket: &XdpSocket,
-        buf: &[u8],
-        to: Option<SocketAddr>,
-    ) -> Result<usize, TryError> {
-        dispatch!(self, socket, |b, s| b.try_send_to(s, buf, to))
-    }
-}
+/// The backend of this instance: smoltcp on the XdpDevice (the server side) or the kernel (the
+/// client side).
+pub type XdpBackend = MixedBackend<XdpDevice>;
+/// A socket of a [`XdpBackend`].
+pub type XdpSocket = MixedSocket;
