@@ -565,6 +565,20 @@ macro_rules! conformance_suite {
     };
 }
 
+/// The case names a suite macro in `src` lists after `(@cases $harness;`, for the tests that
+/// check the list against the cases defined.
+#[cfg(test)]
+pub(crate) fn macro_cases(src: &str) -> Vec<String> {
+    let start = src.find("(@cases $harness;").unwrap();
+    let end = start + src[start..].find(");").unwrap();
+    src[start..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     /// Every `pub async fn` case in `suite/` is listed in `conformance_suite!` (and nothing
@@ -587,15 +601,7 @@ mod tests {
                     .map(move |l| format!("{module}::{}", &l[..l.find('<').unwrap()]))
             })
             .collect();
-        let lib = include_str!("lib.rs");
-        let start = lib.find("(@cases $harness;").unwrap();
-        let end = start + lib[start..].find(");").unwrap();
-        let mut listed: Vec<String> = lib[start..end]
-            .lines()
-            .skip(1)
-            .map(|l| l.trim().trim_end_matches(',').to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let mut listed = crate::macro_cases(include_str!("lib.rs"));
         defined.sort();
         listed.sort();
         assert_eq!(defined, listed);

@@ -313,14 +313,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("pub async fn "))
             .map(|l| format!("udp::{}", &l[..l.find('<').unwrap()]))
             .collect();
-        let start = src.find("(@cases $harness;").unwrap();
-        let end = start + src[start..].find(");").unwrap();
-        let mut listed: Vec<String> = src[start..end]
-            .lines()
-            .skip(1)
-            .map(|l| l.trim().trim_end_matches(',').to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let mut listed = crate::macro_cases(src);
         defined.sort();
         listed.sort();
         assert_eq!(defined, listed);
